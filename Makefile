@@ -1,0 +1,37 @@
+# Quick start: `make demo` then `make test` (both create .venv from requirements.txt on first use).
+PY ?= .venv/bin/python
+RUNS ?= results/runs
+NAME ?= demo
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test lint demo tables bench sweep-list contract clean-runs
+
+install: .venv/.installed
+.venv/.installed: requirements.txt
+	python3 -m venv .venv
+	.venv/bin/pip install -q -r requirements.txt
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+
+demo: install
+	$(PY) scripts/demo.py
+
+tables: install
+	$(PY) scripts/make_tables.py --runs $(RUNS)
+
+bench: install
+	$(PY) benchmarks/bench.py
+
+sweep-list: install
+	$(PY) scripts/sweep_list.py $(NAME)
+
+contract: install
+	bash ../shared/contract/run

@@ -1,0 +1,107 @@
+"""Compact checkpoints and export to stock PEFT.
+
+A checkpoint holds the trained tensors and the config (with the mask seed); the masks are
+rebuilt on load. Entries of a masked weight that no branch keeps never reach the output,
+so only the union of the masks is stored: the file tracks the *effective* parameters.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import CapaBoostConfig
+from .lora import LoRALinear
+from .model import apply, peft_modules
+
+FORMAT = "capaboost/1"
+
+
+def _config(model: nn.Module) -> CapaBoostConfig:
+    cfg = getattr(model, "capaboost_config", None)
+    if cfg is None:
+        raise ValueError("this model has no CapaBoost modules: call capaboost.apply first")
+    return cfg
+
+
+def _unions(model: nn.Module) -> dict[int, torch.Tensor]:
+    return {id(p): m.any(0) for mod in peft_modules(model).values() for p, m in mod.masked_parameters()}
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write trainable tensors (masked ones packed to their mask union) + config, atomically."""
+    cfg, unions = _config(model), _unions(model)
+    tensors, packed = {}, []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            union = unions.get(id(p))
+            tensors[name] = (p.detach()[union] if union is not None else p.detach()).contiguous().cpu()
+            if union is not None:
+                packed.append(name)
+    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "packed": json.dumps(packed)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a ``save`` file; a model without CapaBoost modules gets them first (from the file's config)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a CapaBoost checkpoint (format {meta.get('format')!r})")
+    cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
+    if getattr(model, "capaboost_config", None) is None:
+        model = apply(model, cfg)
+    elif model.capaboost_config != cfg:
+        raise ValueError(f"checkpoint config {cfg} differs from the model's {model.capaboost_config}")
+    tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
+    params, unions = dict(model.named_parameters()), _unions(model)
+    missing = sorted(set(tensors) - set(params))
+    if missing:
+        raise ValueError(f"checkpoint tensors not in the model: {missing[:5]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            p = params[name]
+            if name in packed:
+                p[unions[id(p)]] = value.to(p.device, p.dtype)
+            else:
+                p.copy_(value)
+    return model
+
+
+def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
+    """A stock PEFT LoRA adapter of rank d*r (lora_alpha = d*alpha keeps the scaling) that
+    ``peft.PeftModel.from_pretrained(base_model, out_dir)`` loads; same outputs at inference."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = _config(model)
+    if cfg.method != "lora":
+        raise ValueError(f"export_peft supports method='lora' only, not {cfg.method!r}")
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    plain = copy.deepcopy(model)
+    del plain.capaboost_config
+    for name, layer in layers.items():
+        parent, _, child = name.rpartition(".")
+        copy_layer = plain.get_submodule(name)
+        copy_layer.unmerge()
+        setattr(plain.get_submodule(parent) if parent else plain, child, copy_layer.base_layer)
+    peft_model = get_peft_model(plain, LoraConfig(
+        r=cfg.d * cfg.r, lora_alpha=cfg.d * cfg.alpha, lora_dropout=cfg.dropout,
+        target_modules=list(layers), modules_to_save=list(cfg.modules_to_save or ()) or None))
+    with torch.no_grad():
+        for name, layer in layers.items():
+            target = peft_model.base_model.model.get_submodule(name)
+            a, b = layer.stacked()
+            target.lora_A["default"].weight.copy_(a)
+            target.lora_B["default"].weight.copy_(b)
+    peft_model.save_pretrained(str(out_dir))

@@ -1,0 +1,76 @@
+"""CapaBoost-LoRA: delta W = scaling * sum_i (B * M^B_i)(A * M^A_i), one shared A and B."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .branches import project_in, stack_in, stack_out
+
+
+class LoRALinear(nn.Module):
+    """Wraps a frozen ``nn.Linear`` (``base_layer``) with d masked, weight-tied LoRA branches.
+
+    ``init="peft"``: A ~ kaiming-uniform(a=sqrt 5) over fan_in=in_features (PEFT, loralib).
+    ``init="official"``: the CapaBoost code builds A as ``nn.Linear(r, in)`` used transposed,
+    so its kaiming bound is 1/sqrt(r), about 10x larger at r=8. B starts at zero either way.
+    """
+
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, mask_A: torch.Tensor,
+                 mask_B: torch.Tensor, dropout: float = 0.0, init: str = "peft") -> None:
+        super().__init__()
+        out_features, in_features = base_layer.weight.shape
+        d = mask_A.shape[0]
+        if mask_A.shape != (d, r, in_features) or mask_B.shape != (d, out_features, r):
+            raise ValueError(f"mask shapes {tuple(mask_A.shape)}, {tuple(mask_B.shape)} do not fit "
+                             f"r={r}, d={d}, weight {tuple(base_layer.weight.shape)}")
+        self.base_layer = base_layer
+        self.d, self.r, self.dropout = d, r, dropout
+        self.scaling = alpha / r
+        factory = {"device": base_layer.weight.device}
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, **factory))
+        bound = 1 / math.sqrt(r if init == "official" else in_features)
+        with torch.no_grad():
+            self.lora_A.uniform_(-bound, bound)  # == kaiming_uniform_(a=sqrt(5)) over that fan_in
+        # Masks are derived state (rebuilt from the seed), so not persistent in state_dict.
+        self.register_buffer("mask_A", mask_A.to(factory["device"]), persistent=False)
+        self.register_buffer("mask_B", mask_B.to(factory["device"]), persistent=False)
+        self.merged = False
+
+    def masked_parameters(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        return [(self.lora_A, self.mask_A), (self.lora_B, self.mask_B)]
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A_s [d*r, in], B_s [out, d*r]): the rank-d*r factors of delta W / scaling."""
+        return stack_in(self.lora_A, self.mask_A), stack_out(self.lora_B, self.mask_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        a, b = self.stacked()
+        return self.scaling * (b @ a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        if self.merged:
+            return out
+        a, b = self.stacked()
+        h = project_in(x.to(a.dtype), a, self.d, self.dropout, self.training)
+        return out + (self.scaling * (h @ b.T)).to(out.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            w = self.base_layer.weight
+            w += self.delta_weight().to(w.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            w = self.base_layer.weight
+            w -= self.delta_weight().to(w.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, d={self.d}, scaling={self.scaling:g}, dropout={self.dropout}"

@@ -1,0 +1,65 @@
+"""Static binary masks, drawn once from a private generator keyed by a stable hash.
+
+Masks must be identical in every process, on every device and whatever order the
+modules are built in (DDP ranks, a resumed run, ``load`` in a fresh interpreter), so
+they never touch the global RNG and never use Python's salted ``hash()``.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from .config import MASKS
+
+
+def mask_seed(seed: int, *names: str) -> int:
+    """A 63-bit seed from (seed, module name, tensor name): same everywhere, always."""
+    key = "/".join([str(int(seed)), *names]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+
+
+def make_masks(shape: Sequence[int], d: int, density: float, kind: str = "random",
+               seed: int = 0, nm_group: int = 4) -> torch.Tensor:
+    """``d`` boolean masks of ``shape``, stacked to ``(d, *shape)``.
+
+    random: each branch keeps exactly ``round(density * numel)`` entries, drawn
+    without replacement. nm: N:M along the last (input) dim, N = density * M.
+    same: one random mask repeated d times (ablation). none: all ones (dropout-only ablation).
+    """
+    shape = tuple(int(s) for s in shape)
+    if kind not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {kind!r}")
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"d must be an integer >= 1, got {d!r}")
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if kind == "none" or density == 1.0:
+        return torch.ones((d, *shape), dtype=torch.bool)
+    gen = torch.Generator().manual_seed(int(seed))
+    draws = 1 if kind == "same" else d
+    masks = _nm(shape, draws, density, nm_group, gen) if kind == "nm" \
+        else _random(shape, draws, density, gen)
+    return masks.expand(d, *shape).clone() if kind == "same" else masks
+
+
+def _random(shape: tuple[int, ...], d: int, density: float, gen: torch.Generator) -> torch.Tensor:
+    numel = 1
+    for s in shape:
+        numel *= s
+    keep = max(1, round(density * numel))
+    # rank of a uniform draw is a uniform permutation: one call for all branches
+    order = torch.rand(d, numel, generator=gen).argsort(dim=1)
+    return (order < keep).view(d, *shape)
+
+
+def _nm(shape: tuple[int, ...], d: int, density: float, m: int, gen: torch.Generator) -> torch.Tensor:
+    if shape[-1] % m:
+        raise ValueError(f"mask='nm' needs the input dim ({shape[-1]}) divisible by M={m}")
+    n = round(density * m)
+    if abs(n - density * m) > 1e-9 or n < 1:
+        raise ValueError(f"mask='nm' needs density * M to be a whole number >= 1 "
+                         f"(density={density}, M={m})")
+    groups = torch.rand(d, *shape[:-1], shape[-1] // m, m, generator=gen).argsort(dim=-1)
+    return (groups < n).view(d, *shape)
