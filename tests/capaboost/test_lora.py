@@ -1,0 +1,254 @@
+"""CapaBoost-LoRA against independent oracles: PEFT LoRA (d=1), an explicit loop over the d
+branches, and the official "d copies, mask and sum the grads, re-mask" training loop."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import capaboost
+from capaboost import CapaBoostConfig, LoRALinear
+from capaboost.masks import make_masks
+from tests.capaboost.tiny import batch, labels, lora_layers, randomize_lora_B, tiny_roberta, tiny_vit
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+# ---------------------------------------------------------------- 1. d=1, density=1 is PEFT LoRA
+@pytest.mark.parametrize("dropout, train", [(0.0, False), (0.0, True), (0.1, True)],
+                         ids=["eval", "train", "train-dropout"])
+def test_d1_equals_peft_lora(float64, dropout: float, train: bool) -> None:
+    """Same logits and LoRA gradients as peft.get_peft_model with the same weights. With dropout the
+    same torch seed gives the same dropout masks: our d=1 branch consumes the RNG like PEFT's."""
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_roberta(dropout=dropout).double()
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(
+        d=1, density=1.0, r=4, alpha=12, dropout=dropout, target_modules=("query", "key", "value")))
+    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(
+        r=4, lora_alpha=12, lora_dropout=dropout, target_modules=["query", "key", "value"]))
+    g = torch.Generator().manual_seed(0)
+    pairs = []
+    for name, layer in sorted(lora_layers(ours).items()):
+        peft_layer = theirs.get_submodule("base_model.model." + name)
+        with torch.no_grad():
+            for mine, their in [(layer.lora_A, peft_layer.lora_A["default"].weight),
+                                (layer.lora_B, peft_layer.lora_B["default"].weight)]:
+                assert mine.shape == their.shape
+                value = torch.randn(mine.shape, generator=g) * 0.2
+                mine.copy_(value)
+                their.copy_(value)
+        pairs.append((layer, peft_layer))
+    assert len(pairs) == 6
+    ours.train(train)
+    theirs.train(train)
+    inputs = batch()
+    torch.manual_seed(123)
+    y_ours = ours(**inputs).logits
+    torch.manual_seed(123)
+    y_theirs = theirs(**inputs).logits
+    y_base = base(**inputs).logits
+    assert (y_ours - y_base).abs().max() > 1e-3  # the adapters matter
+    torch.testing.assert_close(y_ours, y_theirs, atol=1e-6, rtol=0)
+    w = torch.randn(y_ours.shape, generator=g)
+    (y_ours * w).sum().backward()
+    (y_theirs * w).sum().backward()
+    for layer, peft_layer in pairs:
+        for mine, their in [(layer.lora_A, peft_layer.lora_A["default"].weight),
+                            (layer.lora_B, peft_layer.lora_B["default"].weight)]:
+            torch.testing.assert_close(mine.grad, their.grad, atol=1e-6, rtol=0)
+
+
+def test_d1_equals_peft_lora_on_vit(float64) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_vit().double()
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=1, density=1.0, r=4, alpha=8))
+    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"]))
+    randomize_lora_B(ours)
+    for name, layer in lora_layers(ours).items():
+        peft_layer = theirs.get_submodule("base_model.model." + name)
+        with torch.no_grad():
+            peft_layer.lora_A["default"].weight.copy_(layer.lora_A)
+            peft_layer.lora_B["default"].weight.copy_(layer.lora_B)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=0)
+
+
+def test_peft_style_init() -> None:
+    """init='peft': A ~ U(+-1/sqrt(in)) (kaiming a=sqrt 5), B = 0; init='official': U(+-1/sqrt(r))."""
+    base = nn.Linear(256, 64)
+    masks = make_masks((4, 256), 1, 1.0), make_masks((64, 4), 1, 1.0)
+    peft_init = LoRALinear(base, 4, 8, *masks)
+    official = LoRALinear(base, 4, 8, *masks, init="official")
+    assert not peft_init.lora_B.any() and not official.lora_B.any()
+    assert peft_init.lora_A.abs().max() <= 1 / 16 and peft_init.lora_A.abs().max() > 0.9 / 16
+    assert official.lora_A.abs().max() <= 0.5 and official.lora_A.abs().max() > 0.45
+
+
+# ---------------------------------------------------------------- 2. stacked forward == loop
+def _layer(d: int, density: float, kind: str, dropout: float = 0.0, seed: int = 0) -> LoRALinear:
+    torch.manual_seed(seed)
+    base = nn.Linear(24, 16)
+    base.requires_grad_(False)
+    layer = LoRALinear(base, 4, 12, make_masks((4, 24), d, density, kind, seed=seed),
+                       make_masks((16, 4), d, density, kind, seed=seed + 1), dropout=dropout)
+    with torch.no_grad():
+        layer.lora_B.normal_(0, 0.3)
+    return layer
+
+
+def _loop(layer: LoRALinear, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The official forward: d separate branches, each its own masked A and B, outputs summed."""
+    out = F.linear(x, layer.base_layer.weight, layer.base_layer.bias)
+    for i in range(layer.mask_A.shape[0]):
+        xi = x if keep is None else x * keep[..., i, :]
+        out = out + layer.scaling * F.linear(F.linear(xi, layer.lora_A * layer.mask_A[i]),
+                                             layer.lora_B * layer.mask_B[i])
+    return out
+
+
+def _grads(layer: LoRALinear, y: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
+    layer.zero_grad()
+    (y * w).sum().backward()
+    return [layer.lora_A.grad.clone(), layer.lora_B.grad.clone()]
+
+
+@pytest.mark.parametrize("d, density, kind", [(1, 0.5, "random"), (2, 0.5, "random"), (3, 0.3, "random"),
+                                              (2, 0.5, "nm"), (3, 0.5, "same"), (2, 0.5, "none")])
+def test_stacked_equals_loop(float64, d: int, density: float, kind: str) -> None:
+    layer = _layer(d, density, kind)
+    x = torch.randn(3, 5, 24)
+    w = torch.randn(3, 5, 16)
+    y = layer(x)
+    ref = _loop(layer, x)
+    torch.testing.assert_close(y, ref, atol=1e-10, rtol=0)
+    for ours, theirs in zip(_grads(layer, y, w), _grads(layer, _loop(layer, x), w), strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-10, rtol=0)
+    # the gradient is zero wherever no branch keeps the entry (it never reaches the output)
+    g_a, g_b = _grads(layer, layer(x), w)
+    assert not g_a[~layer.mask_A.any(0)].any() and not g_b[~layer.mask_B.any(0)].any()
+    # delta_weight is the dense sum of masked products
+    delta = sum((layer.lora_B * layer.mask_B[i]) @ (layer.lora_A * layer.mask_A[i]) for i in range(d))
+    torch.testing.assert_close(layer.delta_weight(), layer.scaling * delta, atol=1e-10, rtol=0)
+
+
+def test_per_branch_dropout_equals_loop(float64) -> None:
+    """With dropout each branch sees its own dropout mask of x (the official branches are separate
+    modules). Reference: draw the d keep-masks of x with the same seed, then loop."""
+    d, p = 3, 0.3
+    layer = _layer(d, 0.5, "random", dropout=p).train()
+    x = torch.randn(3, 5, 24)
+    torch.manual_seed(7)
+    y = layer(x)
+    torch.manual_seed(7)
+    keep = F.dropout(torch.ones(3, 5, d, 24), p, training=True)
+    assert not torch.equal(keep[..., 0, :], keep[..., 1, :])  # branches drop different inputs
+    torch.testing.assert_close(y, _loop(layer, x, keep), atol=1e-10, rtol=0)
+    layer.eval()
+    torch.testing.assert_close(layer(x), _loop(layer, x), atol=1e-10, rtol=0)  # no dropout in eval
+
+
+# ---------------------------------------------------------------- 3. training == official d copies
+class OfficialLoRA(nn.Module):
+    """The official formulation: d physical copies of A and B, initialised to W * M_i."""
+
+    def __init__(self, base: nn.Linear, layer: LoRALinear) -> None:
+        super().__init__()
+        self.base, self.scaling = base, layer.scaling
+        self.mask_A, self.mask_B = layer.mask_A.clone(), layer.mask_B.clone()
+        d = self.mask_A.shape[0]
+        self.A = nn.ParameterList([nn.Parameter((layer.lora_A * self.mask_A[i]).detach().clone())
+                                   for i in range(d)])
+        self.B = nn.ParameterList([nn.Parameter((layer.lora_B * self.mask_B[i]).detach().clone())
+                                   for i in range(d)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        for a, b in zip(self.A, self.B, strict=True):
+            out = out + self.scaling * F.linear(F.linear(x, a), b)
+        return out
+
+    def sync_grads(self) -> None:
+        """Mask each copy's grad, sum over copies, write the sum back to every copy."""
+        for copies, masks in [(self.A, self.mask_A), (self.B, self.mask_B)]:
+            total = sum(p.grad * m for p, m in zip(copies, masks, strict=True))
+            for p in copies:
+                p.grad = total.clone()
+
+    @torch.no_grad()
+    def remask(self) -> None:
+        for copies, masks in [(self.A, self.mask_A), (self.B, self.mask_B)]:
+            for p, m in zip(copies, masks, strict=True):
+                p.mul_(m)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * sum(b @ a for a, b in zip(self.A, self.B, strict=True))
+
+
+def test_training_equals_official_copies(float64) -> None:
+    base = tiny_roberta().double()
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=3, density=0.5, r=4, alpha=8))
+    randomize_lora_B(ours)
+    start = {n: layer.delta_weight().detach().clone() for n, layer in lora_layers(ours).items()}
+    ref = copy.deepcopy(base)
+    ref.requires_grad_(False)
+    ref.classifier.requires_grad_(True)
+    official = {}
+    for name, layer in lora_layers(ours).items():
+        parent, _, child = name.rpartition(".")
+        official[name] = OfficialLoRA(ref.get_submodule(name), layer)
+        setattr(ref.get_submodule(parent), child, official[name])
+    opt_ours = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    opt_ref = torch.optim.AdamW([p for p in ref.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    ours.train()
+    ref.train()
+    for step in range(20):
+        inputs, y = batch(seed=step), labels(seed=step)
+        loss_ours = F.cross_entropy(ours(**inputs).logits, y)
+        loss_ours.backward()
+        opt_ours.step()
+        opt_ours.zero_grad()
+        loss_ref = F.cross_entropy(ref(**inputs).logits, y)
+        loss_ref.backward()
+        for module in official.values():
+            module.sync_grads()
+        opt_ref.step()
+        opt_ref.zero_grad()
+        for module in official.values():
+            module.remask()
+        assert abs(loss_ours.item() - loss_ref.item()) < 1e-5, step
+    for name, layer in lora_layers(ours).items():
+        torch.testing.assert_close(layer.delta_weight(), official[name].delta_weight(), atol=1e-5, rtol=0)
+        assert (layer.delta_weight() - start[name]).abs().max() > 1e-3  # training moved it
+    torch.testing.assert_close(ours.classifier.dense.weight, ref.classifier.dense.weight, atol=1e-5, rtol=0)
+    # one shared tensor: the optimizer state holds one copy, the official loop d copies
+    state_ours = sum(s["exp_avg"].numel() for s in opt_ours.state.values())
+    state_ref = sum(s["exp_avg"].numel() for s in opt_ref.state.values())
+    trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    lora = sum(layer.lora_A.numel() + layer.lora_B.numel() for layer in lora_layers(ours).values())
+    assert state_ours == trainable and state_ref == trainable + 2 * lora
+    for layer in lora_layers(ours).values():
+        assert opt_ours.state[layer.lora_A]["exp_avg"].shape == layer.lora_A.shape
+
+
+def test_training_moves_delta(float64) -> None:
+    """From the standard init (B = 0) a few steps make every layer's delta W nonzero."""
+    model = capaboost.apply(tiny_roberta().double(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step in range(3):
+        F.cross_entropy(model(**batch(seed=step)).logits, labels(seed=step)).backward()
+        opt.step()
+        opt.zero_grad()
+    for layer in lora_layers(model).values():
+        assert layer.delta_weight().abs().max() > 0
