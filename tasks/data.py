@@ -1,0 +1,291 @@
+"""Load GLUE / SQuAD / VTAB-1k from the hub, a local copy or the fixtures, and apply the paper's protocols.
+
+Every loader returns a ``DatasetDict`` with "train" (what we fit), "select" (what picks the best epoch)
+and "report" (what result.json reports), plus "report_mismatched" for MNLI.
+
+GLUE protocols (LINs-lab/CapaBoost ``run_glue.py`` for "split", ``run_glue_no_test.py`` for "dev"):
+
+- "split", CoLA/RTE/MRPC/STS-B: a seed-42 permutation of the dev set; its first ``len // 2`` indices are
+  "select", the rest "report"; train is the full train split.
+- "split", SST-2/QQP/QNLI/MNLI: a seed-42 permutation of the train split; its first 1,000 indices are
+  "select", the rest (in permutation order) are "train"; "report" is the full dev set (MNLI: matched).
+- "dev": train on the full train split; select = report = the dev set.
+
+The permutation is exactly the official one, ``torch.randperm(n, generator=torch.Generator()
+.manual_seed(seed))`` (not ``datasets.shuffle``, which uses numpy and gives a different order). ``seed`` is
+the DATA seed: keep it 42 to reproduce the paper's splits whatever the training seed is. Splits keep the
+permutation order, as the official ``Dataset.select(indices)`` did.
+
+``train_limit`` (the paper's 10k SST-2 ablation) keeps the first N training examples in a seeded order: for
+the large tasks under "split" the train split is already in permutation order, so this equals the official
+``--max_train_samples`` (``select(range(N))`` after the hold-out); otherwise we apply the seeded permutation
+first (the official script would have taken the first N rows unshuffled).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+
+from tasks import fixtures
+from tasks.schema import GLUE, GLUE_HUB_ID, GLUE_LARGE, SQUAD_COLUMNS, SQUAD_HUB_ID, SQUAD_VERSIONS
+from tasks.vtab_data import load_vtab
+
+__all__ = ["load_glue", "load_squad", "load_vtab", "permutation", "apply_glue_protocol", "read_glue_tsv",
+           "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
+
+log = logging.getLogger(__name__)
+
+GLUE_PROTOCOLS = ("split", "dev")
+SELECT_HOLDOUT = 1000  # training examples held out for selection (large tasks, "split")
+
+
+def permutation(n: int, seed: int) -> list[int]:
+    """The official split RNG: torch's CPU ``randperm`` under a fresh generator seeded with ``seed``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def holdout_size(n_train: int) -> int:
+    """1,000 as in the paper; capped at a quarter of train so tiny (fixture) train sets keep most data."""
+    return min(SELECT_HOLDOUT, n_train // 4)
+
+
+# --- validation ----------------------------------------------------------------------------------------
+
+def _check_common(seed: Any, train_limit: Any, source: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if train_limit is not None and (isinstance(train_limit, bool) or not isinstance(train_limit, int)
+                                    or train_limit < 1):
+        raise ValueError(f"train_limit must be None or a positive int, got {train_limit!r}")
+    if not isinstance(source, str | Path) or not str(source):
+        raise ValueError(f"source must be 'hub', 'fixture' or a local path, got {source!r}")
+    if str(source) not in ("hub", "fixture") and not Path(source).exists():
+        raise ValueError(f"source: local path {str(source)!r} does not exist (or use 'hub' / 'fixture')")
+
+
+def _require(raw: datasets.DatasetDict, splits: tuple[str, ...], columns: tuple[str, ...],
+             where: str) -> None:
+    missing = [s for s in splits if s not in raw]
+    if missing:
+        raise ValueError(f"{where}: missing split(s) {missing}; found {sorted(raw)}")
+    for split in splits:
+        absent = [c for c in columns if c not in raw[split].column_names]
+        if absent:
+            raise ValueError(f"{where}: split {split!r} lacks column(s) {absent}; "
+                             f"has {raw[split].column_names}")
+
+
+def _limit(train: datasets.Dataset, train_limit: int | None, seed: int, permuted: bool) -> datasets.Dataset:
+    if train_limit is None or train_limit >= len(train):
+        return train
+    order = range(len(train)) if permuted else permutation(len(train), seed)
+    return train.select(list(order)[:train_limit])
+
+
+# --- GLUE ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Tsv:
+    """How one task's original GLUE TSV maps onto the hub columns."""
+    folder: str                       # directory name in the GLUE download
+    header: bool
+    columns: tuple[str | int, ...]    # TSV column (name or index) for each hub text column
+    label: str | int
+    labels: tuple[str, ...] | None    # TSV label strings in hub id order; None = float (STS-B)
+
+
+_BINARY = ("0", "1")
+_TSV = {
+    "cola": _Tsv("CoLA", False, (3,), 1, _BINARY),
+    "sst2": _Tsv("SST-2", True, ("sentence",), "label", _BINARY),
+    "mrpc": _Tsv("MRPC", True, ("#1 String", "#2 String"), "Quality", _BINARY),
+    "qqp": _Tsv("QQP", True, ("question1", "question2"), "is_duplicate", _BINARY),
+    "stsb": _Tsv("STS-B", True, ("sentence1", "sentence2"), "score", None),
+    "mnli": _Tsv("MNLI", True, ("sentence1", "sentence2"), "gold_label",
+                 ("entailment", "neutral", "contradiction")),
+    "qnli": _Tsv("QNLI", True, ("question", "sentence"), "label", ("entailment", "not_entailment")),
+    "rte": _Tsv("RTE", True, ("sentence1", "sentence2"), "label", ("entailment", "not_entailment")),
+}
+_TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv",
+              "validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}
+
+
+def _glue_features(task: str) -> datasets.Features:
+    schema = GLUE[task]
+    features = {k: datasets.Value("string") for k in schema.keys if k is not None}
+    features["label"] = (datasets.Value("float32") if schema.is_regression
+                         else datasets.ClassLabel(names=list(schema.label_names)))
+    features["idx"] = datasets.Value("int32")
+    return datasets.Features(features)
+
+
+def _column_index(column: str | int, header: list[str] | None, path: Path) -> int:
+    if isinstance(column, int):
+        return column
+    if header is None or column not in header:
+        raise ValueError(f"{path}: no column {column!r} in header {header}")
+    return header.index(column)
+
+
+def _read_tsv(task: str, path: Path) -> datasets.Dataset:
+    spec, schema = _TSV[task], GLUE[task]
+    keys = [k for k in schema.keys if k is not None]
+    rows: dict[str, list] = {k: [] for k in keys} | {"label": [], "idx": []}
+    skipped = 0
+    # QUOTE_NONE: GLUE sentences contain unbalanced quotes; utf-8-sig: MRPC's header starts with a BOM.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, []) if spec.header else None
+        where = {c: _column_index(c, header, path) for c in (*spec.columns, spec.label)}
+        width = max(where.values()) + 1
+        for line_no, row in enumerate(reader, start=2 if spec.header else 1):
+            if len(row) < width:
+                skipped += 1  # a handful of QQP lines are truncated in the original release
+                continue
+            raw_label = row[where[spec.label]].strip()
+            if spec.labels is None:
+                label: float | int = float(raw_label)
+            elif raw_label in spec.labels:
+                label = spec.labels.index(raw_label)
+            else:
+                raise ValueError(f"{path}:{line_no}: label {raw_label!r} not in {spec.labels}")
+            for key, column in zip(keys, spec.columns, strict=True):
+                rows[key].append(row[where[column]])
+            rows["label"].append(label)
+            rows["idx"].append(len(rows["idx"]))
+    if skipped:
+        log.warning("%s: skipped %d malformed line(s)", path, skipped)
+    if not rows["idx"]:
+        raise ValueError(f"{path}: no rows read")
+    return datasets.Dataset.from_dict(rows, features=_glue_features(task))
+
+
+def read_glue_tsv(task: str, directory: str | Path) -> datasets.DatasetDict:
+    """The original GLUE download (one task folder) as the hub's DatasetDict (no test splits)."""
+    directory = Path(directory)
+    splits = {}
+    for split in ("train", *GLUE[task].dev_splits):
+        path = directory / _TSV_FILES[split]
+        if not path.is_file():
+            raise ValueError(f"source: {path} not found (GLUE TSV layout for {task})")
+        splits[split] = _read_tsv(task, path)
+    return datasets.DatasetDict(splits)
+
+
+def _is_saved_dict(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file()
+
+
+def _glue_local(task: str, root: Path) -> datasets.DatasetDict:
+    """A save_to_disk dir or GLUE TSV dir, given directly or as the parent of ``<task>``/``<GLUE folder>``."""
+    for candidate in (root, root / task, root / _TSV[task].folder):
+        if _is_saved_dict(candidate):
+            return datasets.load_from_disk(str(candidate))
+        if (candidate / "train.tsv").is_file():
+            return read_glue_tsv(task, candidate)
+    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor GLUE TSVs for {task} "
+                     f"(looked in ., {task}/, {_TSV[task].folder}/)")
+
+
+def _glue_raw(task: str, source: str | Path) -> datasets.DatasetDict:
+    if source == "hub":
+        return datasets.load_dataset(GLUE_HUB_ID, task)
+    if source == "fixture":
+        return fixtures.glue_raw(task)
+    return _glue_local(task, Path(source))
+
+
+def apply_glue_protocol(task: str, raw: datasets.DatasetDict, protocol: str = "split", seed: int = 42,
+                        train_limit: int | None = None) -> datasets.DatasetDict:
+    """Hub-shaped GLUE (train + dev splits) -> train/select/report(/report_mismatched), see module doc."""
+    schema = GLUE[task]
+    _require(raw, ("train", *schema.dev_splits),
+             tuple(k for k in schema.keys if k is not None) + ("label",), f"GLUE {task}")
+    train, dev = raw["train"], raw[schema.dev_splits[0]]
+    permuted = False
+    if protocol == "dev":
+        select = report = dev
+    elif task in GLUE_LARGE:
+        order = permutation(len(train), seed)
+        k = holdout_size(len(train))
+        if k < SELECT_HOLDOUT:
+            log.info("GLUE %s: only %d training examples; holding out %d (not %d) for selection",
+                        task, len(train), k, SELECT_HOLDOUT)
+        select, train, report, permuted = train.select(order[:k]), train.select(order[k:]), dev, True
+    else:
+        order = permutation(len(dev), seed)
+        half = len(dev) // 2
+        select, report = dev.select(order[:half]), dev.select(order[half:])
+    out = {"train": _limit(train, train_limit, seed, permuted), "select": select, "report": report}
+    if len(schema.dev_splits) > 1:
+        out["report_mismatched"] = raw[schema.dev_splits[1]]
+    return datasets.DatasetDict(out)
+
+
+def load_glue(task: str, source: str | Path = "hub", protocol: str = "split", seed: int = 42,
+              train_limit: int | None = None) -> datasets.DatasetDict:
+    """GLUE ``task`` from ``source`` ("hub" | "fixture" | local path) under ``protocol`` ("split" | "dev")."""
+    if task not in GLUE:
+        raise ValueError(f"task must be one of {sorted(GLUE)}, got {task!r}")
+    if protocol not in GLUE_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {GLUE_PROTOCOLS}, got {protocol!r}")
+    _check_common(seed, train_limit, source)
+    return apply_glue_protocol(task, _glue_raw(task, source), protocol, seed, train_limit)
+
+
+# --- SQuAD ---------------------------------------------------------------------------------------------
+
+_SQUAD_JSON = {"v1": ("train-v1.1.json", "dev-v1.1.json"), "v2": ("train-v2.0.json", "dev-v2.0.json")}
+
+
+def _read_squad_json(path: Path) -> datasets.Dataset:
+    """The official SQuAD JSON (data -> paragraphs -> qas) flattened to the hub's columns."""
+    rows: dict[str, list] = {c: [] for c in SQUAD_COLUMNS}
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [] if qa.get("is_impossible") else qa["answers"]
+                rows["id"].append(qa["id"])
+                rows["title"].append(article.get("title", ""))
+                rows["context"].append(paragraph["context"])
+                rows["question"].append(qa["question"])
+                rows["answers"].append({"text": [a["text"] for a in answers],
+                                        "answer_start": [int(a["answer_start"]) for a in answers]})
+    return datasets.Dataset.from_dict(rows, features=fixtures.squad_raw("v1")["train"].features)
+
+
+def _squad_local(version: str, root: Path) -> datasets.DatasetDict:
+    hub_name = SQUAD_HUB_ID[version].split("/")[-1]
+    for candidate in (root, root / hub_name, root / version):
+        if _is_saved_dict(candidate):
+            return datasets.load_from_disk(str(candidate))
+        train_json, dev_json = (candidate / name for name in _SQUAD_JSON[version])
+        if train_json.is_file() and dev_json.is_file():
+            return datasets.DatasetDict({"train": _read_squad_json(train_json),
+                                         "validation": _read_squad_json(dev_json)})
+    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor {_SQUAD_JSON[version]} "
+                     f"(looked in ., {hub_name}/, {version}/)")
+
+
+def load_squad(version: str, source: str | Path = "hub", seed: int = 42,
+               train_limit: int | None = None) -> datasets.DatasetDict:
+    """SQuAD v1.1 / v2.0. The paper reports the dev set and selects on it: select = report = validation."""
+    if version not in SQUAD_VERSIONS:
+        raise ValueError(f"version must be one of {SQUAD_VERSIONS}, got {version!r}")
+    _check_common(seed, train_limit, source)
+    if source == "hub":
+        raw = datasets.load_dataset(SQUAD_HUB_ID[version])
+    elif source == "fixture":
+        raw = fixtures.squad_raw(version)
+    else:
+        raw = _squad_local(version, Path(source))
+    _require(raw, ("train", "validation"), SQUAD_COLUMNS, f"SQuAD {version}")
+    return datasets.DatasetDict({"train": _limit(raw["train"], train_limit, seed, permuted=False),
+                                 "select": raw["validation"], "report": raw["validation"]})
