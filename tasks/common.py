@@ -1,0 +1,318 @@
+"""One run on the stock ``transformers.Trainer``: PEFT, arguments, per-epoch evaluation, resume, result.json.
+
+The Trainer is used as shipped; everything CapaBoost-specific sits in three small pieces it already
+supports: a model wrapper whose ``state_dict`` holds only the trainable tensors (so checkpoints are the
+PEFT weights, head and optimizer state, and ``resume_from_checkpoint`` reloads them onto the rebuilt
+frozen backbone), a callback that evaluates every split at each epoch end *before* the Trainer saves
+(so the per-epoch history lives in the checkpoint's ``log_history`` and survives a restart), and the
+Trainer's own AdamW parameter groups (no decay on biases and LayerNorm weights).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+import capaboost
+from tasks import distributed
+from tasks.config import RunSpec, _digest
+
+RESULT = "result.json"
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "peft.safetensors"
+_EVAL_NOISE = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class EvalSplit:
+    dataset: Any                                   # model-ready columns only
+    metrics: Callable[[Any], dict[str, float]]     # EvalPrediction -> paper-named metrics
+
+
+@dataclass
+class Job:
+    """What a task family (tasks/glue.py, squad.py, vtab.py) hands the common runner."""
+    model: nn.Module                   # backbone + task head, no PEFT yet
+    train: Any
+    evals: dict[str, EvalSplit]        # "report", "select" (unless aliased), "report_<suffix>" extras
+    collator: Callable
+    label_names: list[str]
+    select_score: Callable[[dict[str, float]], float]
+    selection_metric: str
+    aliases: dict[str, str] = field(default_factory=dict)   # {"select": "report"}: same data, eval once
+
+
+# --- model ----------------------------------------------------------------------------------------------
+
+class TrainerModel(nn.Module):
+    """What the Trainer sees: forwards to ``model``; its state_dict holds only trainable tensors.
+
+    The Trainer saves ``state_dict()`` of a non-PreTrainedModel to ``model.safetensors`` and reloads it
+    with ``strict=False``; the frozen backbone is rebuilt identically (pretrained or seeded) on resume.
+    """
+
+    accepts_loss_kwargs = False  # forward takes **inputs; the Trainer must not add num_items_in_batch
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_state_dict_post_hook(_keep_trainable)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        # Read by Trainer._issue_warnings_after_load: these keys are absent from checkpoints on purpose.
+        self._keys_to_ignore_on_save = sorted(f"model.{k}" for k in model.state_dict()
+                                              if f"model.{k}" not in trainable)
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.model(**inputs)
+
+    def tie_weights(self) -> None:
+        """Called by the Trainer after a partial load; the wrapped model's ties never change."""
+
+
+def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    trainable = {prefix + n for n, p in module.named_parameters() if p.requires_grad}
+    for key in [k for k in state_dict if k.startswith(prefix) and k not in trainable]:
+        del state_dict[key]
+
+
+def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
+    """(model with PEFT, the module capaboost.apply returned: what capaboost.save/count see)."""
+    cfg = capaboost.CapaBoostConfig(**spec.capaboost_config)
+    if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the family is detected on the timm model
+        model.vit = capaboost.apply(model.vit, cfg)
+        return model, model.vit
+    peft_root = capaboost.apply(model, cfg)  # prefix returns PEFT's wrapper: always use the return value
+    return peft_root, peft_root
+
+
+# --- evaluation -----------------------------------------------------------------------------------------
+
+class EpochEvaluation(TrainerCallback):
+    """Evaluates every split at each epoch end; the Trainer then checkpoints, history included."""
+
+    def __init__(self, evals: dict[str, EvalSplit]) -> None:
+        self.evals = evals
+        self.trainer: Trainer | None = None
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        for name, split in self.evals.items():
+            self.trainer.compute_metrics = split.metrics
+            self.trainer.evaluate(split.dataset, metric_key_prefix=name)
+        self.trainer.compute_metrics = None
+
+
+def epoch_history(log_history: list[dict], splits: Sequence[str], aliases: dict[str, str]) -> list[dict]:
+    """Per evaluation round (one per epoch): {"epoch", "step", <split>: {metric: value}}."""
+    rounds: dict[int, dict] = {}
+    for entry in log_history:
+        # one entry per evaluate() call; "report_mismatched_accuracy" belongs to the longer split name
+        hits = [s for s in splits if any(k.startswith(s + "_") for k in entry)]
+        if not hits:
+            continue
+        split = max(hits, key=len)
+        row = rounds.setdefault(entry["step"], {"epoch": entry.get("epoch"), "step": entry["step"]})
+        row[split] = {k[len(split) + 1:]: v for k, v in entry.items()
+                      if k.startswith(split + "_") and k[len(split) + 1:] not in _EVAL_NOISE}
+    history = [rounds[s] for s in sorted(rounds)]
+    for row in history:
+        for alias, target in aliases.items():
+            row[alias] = row[target]
+    return history
+
+
+def report_metrics(row: dict) -> dict[str, float]:
+    """The report split's paper metrics; each extra report split adds <metric>_<suffix> (MNLI mismatched)."""
+    out = {k: v for k, v in row["report"].items() if k != "loss"}
+    for name, metrics in row.items():
+        if name.startswith("report_"):
+            suffix = name[len("report_"):]
+            out.update({f"{k}_{suffix}": v for k, v in metrics.items() if k != "loss"})
+    return out
+
+
+# --- arguments, logging, provenance ---------------------------------------------------------------------
+
+def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo) -> TrainingArguments:
+    hp, tr = spec.hparams, spec.config["trainer"]
+    per_device = distributed.per_device_batch(hp["batch_size"], info.world_size, hp["grad_accum"])
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS), num_train_epochs=hp["epochs"],
+        max_steps=hp["max_steps"] or -1, per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=tr["eval_batch_size"] or per_device,
+        gradient_accumulation_steps=hp["grad_accum"], learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
+        warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
+        lr_scheduler_type=hp["lr_scheduler"], max_grad_norm=hp["max_grad_norm"], optim="adamw_torch",
+        fp16=hp["precision"] == "fp16", bf16=hp["precision"] == "bf16",
+        eval_strategy="no", save_strategy="epoch", save_total_limit=tr["save_total_limit"],
+        logging_strategy="steps", logging_steps=tr["logging_steps"],
+        report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
+        seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
+        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"], use_cpu=tr["use_cpu"],
+        dataloader_pin_memory=torch.cuda.is_available() and not tr["use_cpu"],
+        **distributed.trainer_overrides(info))
+
+
+def run_name(spec: RunSpec) -> str:
+    return f"{spec.task}|{spec.model}|{spec.peft}|d{spec.d}|p{spec.density:g}|{spec.mask}|s{spec.seed}"
+
+
+def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
+    """Offline by default (files under <run_dir>/wandb); the id lives in the run dir so a resumed run
+    continues the same W&B run; the group is the config without the training seed."""
+    logger = spec.config["logger"]
+    import wandb
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else (
+        _digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
+    write_text_atomic(id_file, run_id)
+    os.environ["WANDB_MODE"] = logger["mode"]
+    return wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
+                      group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
+                      config=spec.config, job_type=spec.task)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "capaboost": capaboost.__version__}
+    for pkg in ("torch", "transformers", "peft", "datasets", "timm", "accelerate", "hydra-core", "wandb"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- the run --------------------------------------------------------------------------------------------
+
+def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    """Train and evaluate one resolved config; returns (and writes) the result dict.
+
+    Idempotent: a finished run dir is a no-op unless ``force``; a run dir with checkpoints resumes.
+    """
+    start = time.time()
+    run_dir = Path(spec.run_dir)
+    result_path = run_dir / RESULT
+    if result_path.is_file() and not spec.force:
+        print(f"already completed: {result_path} (force=true re-runs it)")
+        return json.loads(result_path.read_text())
+    info = distributed.setup()
+    if spec.force and info.is_main:
+        for stale in (result_path, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+    checkpoint = get_last_checkpoint(str(run_dir / CHECKPOINTS)) if (run_dir / CHECKPOINTS).is_dir() else None
+    if checkpoint:
+        print(f"resuming from {checkpoint}")
+
+    set_seed(spec.seed)
+    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
+    model, peft_root = attach_peft(job.model, spec)
+    params = capaboost.count_parameters(model)
+    digest = distributed.check_masks(peft_root, info)
+    wrapped = TrainerModel(model)
+
+    args = training_args(spec, run_dir, job, info)
+    use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
+    wandb_run = start_wandb(spec, run_dir) if use_wandb else None
+    evaluation = EpochEvaluation(job.evals)
+    trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
+                      callbacks=[evaluation, *callbacks])
+    evaluation.trainer = trainer
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
+    if not history:
+        raise RuntimeError("training finished without a single evaluation round")
+    scores = [job.select_score(row["select"]) for row in history]
+    best_i = max(range(len(history)), key=lambda i: (scores[i], -i))  # first epoch among equals
+    result = {
+        "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
+        "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
+        "seed": spec.seed, "mask_seed": spec.mask_seed,
+        "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
+        "best_epoch": best_i + 1, "epochs_evaluated": len(history),
+        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select"},
+        "main_metric": spec.main_metric, "params": params, "status": "completed",
+        "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
+        "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
+        "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
+        "mask_digest": digest, "world_size": info.world_size,
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "run_dir": str(run_dir), "history": history,
+    }
+    if info.is_main:
+        capaboost.save(peft_root, run_dir / WEIGHTS)
+        write_text_atomic(result_path, json.dumps(result, indent=2, default=str) + "\n")
+        if wandb_run is not None:
+            wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
+                                     | {f"final/{k}": v for k, v in result["metrics"].items()}
+                                     | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
+                                                                             for k, v in params.items()}})
+            wandb_run.finish()
+        print(summary_line(result, result_path))
+    distributed.teardown()
+    return result
+
+
+def summary_line(result: dict[str, Any], path: Path) -> str:
+    main = result["main_metric"]
+    best, final = result["best"].get(main), result["metrics"].get(main)
+    p = result["params"]
+    return (f"done {result['task']} {result['model']} {result['peft']} d={result['d']} "
+            f"density={result['density']:g} seed={result['seed']}: {main} best {best:.4f} "
+            f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final:.4f}; params "
+            f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
+            f"{result['runtime_s']:.0f}s -> {path}")
+
+
+def eval_limit(dataset: Any, limit: int | None) -> Any:
+    return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
+
+
+def same_data(a: Any, b: Any) -> bool:
+    return a is b or getattr(a, "_fingerprint", None) == getattr(b, "_fingerprint", object())
+
+
+def data_source(spec: RunSpec) -> str:
+    data = spec.config["data"]
+    return data["path"] if data["source"] == "path" else data["source"]
+

