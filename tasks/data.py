@@ -11,10 +11,18 @@ GLUE protocols (LINs-lab/CapaBoost ``run_glue.py`` for "split", ``run_glue_no_te
   "select", the rest (in permutation order) are "train"; "report" is the full dev set (MNLI: matched).
 - "dev": train on the full train split; select = report = the dev set.
 
-The permutation is exactly the official one, ``torch.randperm(n, generator=torch.Generator()
-.manual_seed(seed))`` (not ``datasets.shuffle``, which uses numpy and gives a different order). ``seed`` is
-the DATA seed: keep it 42 to reproduce the paper's splits whatever the training seed is. Splits keep the
-permutation order, as the official ``Dataset.select(indices)`` did.
+The permutation is the official one, ``torch.randperm(n, generator=torch.Generator().manual_seed(seed))``
+(not ``datasets.shuffle``, which uses numpy and gives a different order); it matches the official split
+exactly as long as torch's CPU ``randperm`` algorithm is unchanged since the official torch version (not
+checkable offline). ``seed`` is the DATA seed: keep it 42 to reproduce the paper's splits whatever the
+training seed is. Splits keep the permutation order, as the official ``Dataset.select(indices)`` did.
+Tiny train sets (fixtures) hold out ``min(1000, len(train) // 4)`` examples instead of 1,000.
+
+Local copies (``source`` = a path): for GLUE a ``save_to_disk`` DatasetDict with the hub's splits and
+columns, or the original GLUE TSV folder (``train.tsv``, ``dev.tsv``; MNLI ``dev_matched.tsv`` and
+``dev_mismatched.tsv``), given directly or as the parent of ``<task>/`` (e.g. ``cola/``) or of the GLUE
+download's folder name (``CoLA/``, ``SST-2/``, ``STS-B/``, ...). For SQuAD a ``save_to_disk`` DatasetDict
+or the official JSON files, directly or under ``squad/``, ``squad_v2/``, ``v1/`` or ``v2/``.
 
 ``train_limit`` (the paper's 10k SST-2 ablation) keeps the first N training examples in a seeded order: for
 the large tasks under "split" the train split is already in permutation order, so this equals the official

@@ -77,6 +77,15 @@ def selection_score(task: str, metrics: Mapping[str, float]) -> float:
     return float(sum(float(metrics[n]) for n in names) / len(names))
 
 
+def vtab_metrics(predictions: Any, labels: Any) -> dict[str, float]:
+    """Top-1 accuracy (VTAB-1k's only metric). ``predictions``: class ids or logits of shape (n, classes)."""
+    preds, gold = np.asarray(predictions), np.asarray(labels)
+    preds = preds.argmax(axis=1) if preds.ndim == 2 else preds
+    if preds.shape != gold.shape or len(gold) == 0:
+        raise ValueError(f"vtab: {preds.shape} predictions for {gold.shape} labels")
+    return {"accuracy": float(accuracy_score(gold, preds))}
+
+
 # --- SQuAD -------------------------------------------------------------------------------------------
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)

