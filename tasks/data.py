@@ -213,6 +213,11 @@ def _glue_raw(task: str, source: str | Path) -> datasets.DatasetDict:
 def apply_glue_protocol(task: str, raw: datasets.DatasetDict, protocol: str = "split", seed: int = 42,
                         train_limit: int | None = None) -> datasets.DatasetDict:
     """Hub-shaped GLUE (train + dev splits) -> train/select/report(/report_mismatched), see module doc."""
+    if task not in GLUE:
+        raise ValueError(f"task must be one of {sorted(GLUE)}, got {task!r}")
+    if protocol not in GLUE_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {GLUE_PROTOCOLS}, got {protocol!r}")
+    _check_common(seed, train_limit, "fixture")
     schema = GLUE[task]
     _require(raw, ("train", *schema.dev_splits),
              tuple(k for k in schema.keys if k is not None) + ("label",), f"GLUE {task}")
@@ -244,7 +249,7 @@ def load_glue(task: str, source: str | Path = "hub", protocol: str = "split", se
         raise ValueError(f"task must be one of {sorted(GLUE)}, got {task!r}")
     if protocol not in GLUE_PROTOCOLS:
         raise ValueError(f"protocol must be one of {GLUE_PROTOCOLS}, got {protocol!r}")
-    _check_common(seed, train_limit, source)
+    _check_common(seed, train_limit, source)  # all checks before any download or file read
     return apply_glue_protocol(task, _glue_raw(task, source), protocol, seed, train_limit)
 
 
