@@ -46,9 +46,10 @@ class MaskedBottleneck(nn.Module):
         return [(self.down_weight, self.mask_down), (self.up_weight, self.mask_up)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # like LoRA (and PEFT), the adapter keeps its own dtype inside a bf16/fp64 backbone
         down = stack_in(self.down_weight, self.mask_down)
-        z = self.activation(project_in(x, down, self.d) + self.down_bias.repeat(self.d))
-        return z @ stack_out(self.up_weight, self.mask_up).T + self.d * self.up_bias
+        z = self.activation(project_in(x.to(down.dtype), down, self.d) + self.down_bias.repeat(self.d))
+        return (z @ stack_out(self.up_weight, self.mask_up).T + self.d * self.up_bias).to(x.dtype)
 
 
 class PfeifferOutput(nn.Module):
