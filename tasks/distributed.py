@@ -126,12 +126,20 @@ def setup(timeout_s: int = 1800) -> DistInfo:
     import torch
     import torch.distributed as dist
 
+    cuda = torch.cuda.is_available()
+    os.environ.update(cpu_env(info, cuda))
     if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return info
+
+
+def cpu_env(info: DistInfo, cuda: bool) -> dict[str, str]:
+    """A group of CPU processes must say so (``accelerate launch --cpu`` sets the same variable):
+    without it accelerate ignores the group on a machine without CUDA, and each rank trains
+    alone on the whole data while believing the run is distributed."""
+    return {"ACCELERATE_USE_CPU": "true"} if info.distributed and not cuda else {}
 
 
 def teardown() -> None:
@@ -142,28 +150,19 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def trainer_overrides(info: DistInfo, cuda: bool | None = None) -> dict[str, Any]:
+def trainer_overrides(info: DistInfo) -> dict[str, Any]:
     """TrainingArguments for a DDP run of a CapaBoost model.
 
     ddp_find_unused_parameters=False: every trainable tensor (shared PEFT weights, head)
     gets a gradient each step, so DDP need not walk the graph; if one ever did not, DDP
     stops with an error instead of silently skipping it (the Trainer's default is True).
     ddp_broadcast_buffers=False: the masks are buffers; broadcasting would copy rank 0's
-    over the others before every forward, costing a collective and hiding a mismatch that
-    ``check_masks`` must see. No other buffer here carries state (no BatchNorm).
-    use_cpu on machines without CUDA: otherwise accelerate ignores the group and each rank
-    trains alone on the whole data.
+    over the others at wrap time and before every forward, costing a collective and hiding
+    a mismatch that ``check_masks`` must see. No other buffer here carries state (no BatchNorm).
     """
     if not info.distributed:
         return {}
-    if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    out: dict[str, Any] = {"ddp_find_unused_parameters": False, "ddp_broadcast_buffers": False}
-    if not cuda:
-        out["use_cpu"] = True
-    return out
+    return {"ddp_find_unused_parameters": False, "ddp_broadcast_buffers": False}
 
 
 def per_device_batch(global_batch: int, world_size: int, grad_accum: int = 1) -> int:

@@ -115,11 +115,16 @@ def test_trainer_overrides_are_real_training_arguments(tmp_path):
     from transformers import TrainingArguments
 
     assert D.trainer_overrides(D.DistInfo()) == {}
-    cpu = D.trainer_overrides(D.DistInfo(0, 0, 2, "torchrun"), cuda=False)
-    assert cpu == {"ddp_find_unused_parameters": False, "ddp_broadcast_buffers": False, "use_cpu": True}
-    assert "use_cpu" not in D.trainer_overrides(D.DistInfo(0, 0, 2, "torchrun"), cuda=True)
-    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], **cpu)  # names exist in this version
+    ddp = D.trainer_overrides(D.DistInfo(0, 0, 2, "torchrun"))
+    assert ddp == {"ddp_find_unused_parameters": False, "ddp_broadcast_buffers": False}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], **ddp)  # names exist in this version
     assert args.ddp_broadcast_buffers is False and args.ddp_find_unused_parameters is False
+
+
+def test_cpu_groups_tell_accelerate():
+    group = D.DistInfo(0, 0, 2, "torchrun")
+    assert D.cpu_env(group, cuda=False) == {"ACCELERATE_USE_CPU": "true"}
+    assert D.cpu_env(group, cuda=True) == {} == D.cpu_env(D.DistInfo(), cuda=False)
 
 
 def test_per_device_batch_keeps_the_global_batch():
@@ -179,6 +184,9 @@ WORKER = textwrap.dedent("""
     out = sys.argv[2]
     info = D.setup(timeout_s=120)
     assert info.world_size == 2 and info.launcher == "torchrun"
+    from transformers import TrainingArguments
+    args = TrainingArguments(output_dir=out, report_to=[], **D.trainer_overrides(info))
+    assert (args.world_size, args.process_index, args.parallel_mode.value) == (2, info.rank, "distributed")
     def build(method, seed):
         return capaboost.apply(_tiny_roberta(0), capaboost.CapaBoostConfig(method=method, d=2, density=0.5,
                                                                            seed=seed))
