@@ -1,0 +1,104 @@
+"""Find and validate result.json files: a bad file is reported by path and skipped, never fatal.
+
+A sweep that is still running, was preempted, or crashed leaves partial trees behind; the tables
+must still be built from what finished, and the user must see exactly which files were left out.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_NAME = "result.json"
+REQUIRED = ("task", "model", "peft", "seed", "status")
+# Correlation metrics live in [-1, 1]; every other metric is a fraction in [0, 1] (never x100).
+SIGNED = ("mcc", "pearson", "spearman")
+
+
+@dataclass
+class Problem:
+    """A result file that could not be used, and why (shown to the user by path)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Collection:
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    excluded: Counter = field(default_factory=Counter)  # status -> count (status != completed)
+    excluded_paths: list[str] = field(default_factory=list)
+    n_files: int = 0
+
+
+def find_result_files(roots: list[str | os.PathLike]) -> list[Path]:
+    """Every result.json under the roots, sorted, each once (roots may overlap)."""
+    missing = [str(r) for r in roots if not Path(r).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"--runs directory not found: {', '.join(missing)} "
+                                f"(run a sweep first, or pass RUNS=<dir with result.json files>)")
+    found: set[Path] = set()
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            if RESULT_NAME in files:
+                found.add(Path(dirpath, RESULT_NAME).resolve())
+    return sorted(found)
+
+
+def _metric_problem(metrics: Any, where: str) -> str | None:
+    if not isinstance(metrics, dict):
+        return f"'{where}' is not a mapping"
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue  # non-numeric extras (e.g. counts as strings) are not table metrics
+        low = -1.0 if name in SIGNED else 0.0
+        if name in SIGNED or name in {"accuracy", "f1", "exact_match", "accuracy_mismatched"}:
+            if not low - 1e-9 <= value <= 1.0 + 1e-9:
+                return f"metric {where}.{name}={value} is not a fraction (x100 scale is not used)"
+    return None
+
+
+def validate(run: Any) -> str | None:
+    """Why this parsed result cannot be used, or None when it can."""
+    if not isinstance(run, dict):
+        return "top level is not a JSON object"
+    absent = [k for k in REQUIRED if k not in run]
+    if absent:
+        return f"missing keys {absent} (partial result)"
+    if run.get("status") == "completed" and not (run.get("best") or run.get("metrics")):
+        return "completed but has neither 'best' nor 'metrics'"
+    for where in ("best", "metrics"):
+        if run.get(where) is not None:
+            why = _metric_problem(run[where], where)
+            if why:
+                return why
+    return None
+
+
+def load_runs(roots: list[str | os.PathLike]) -> Collection:
+    """Parse every result.json under the roots; keep completed, valid ones."""
+    out = Collection()
+    for path in find_result_files(roots):
+        out.n_files += 1
+        try:
+            with open(path, encoding="utf-8") as f:
+                run = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            out.problems.append(Problem(str(path), f"unreadable JSON: {e}"))
+            continue
+        why = validate(run)
+        if why:
+            out.problems.append(Problem(str(path), why))
+            continue
+        if run["status"] != "completed":
+            out.excluded[str(run["status"])] += 1
+            out.excluded_paths.append(str(path))
+            continue
+        run["_path"] = str(path)
+        out.runs.append(run)
+    return out
