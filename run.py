@@ -34,6 +34,36 @@ def check_group_choices(argv: list[str]) -> None:
                                   f"{', '.join(found) if found else '(none)'}")
 
 
+def precheck(argv: list[str]) -> None:
+    """Compose and validate a single run once up front, so every config error is one line.
+
+    Multirun and Hydra's own flags (--cfg, --help, ...) go straight to Hydra, which validates each job.
+    """
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=argv, return_hydra_config=True)
+    except Exception as error:  # Hydra/OmegaConf raise many types; all mean "this config is wrong"
+        raise ConfigError(one_line(error)) from None
+    if str(cfg.hydra.mode) != "RunMode.MULTIRUN":  # a sweep file may switch to multirun by itself
+        resolve(cfg)
+
+
+def one_line(error: BaseException) -> str:
+    """Hydra's message and its cause's (which names the key and the expected type), on one line."""
+    parts: list[str] = []
+    while error is not None:
+        for line in str(error).split("Config search path")[0].splitlines():
+            line = line.strip()
+            if line and not line.startswith("object_type") and line not in parts:
+                parts.append(line)
+        error = error.__cause__
+    return " ".join(parts)
+
+
 def fail(error: Exception) -> None:
     print(f"config error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -54,6 +84,7 @@ if __name__ == "__main__":
     register()
     try:
         check_group_choices(sys.argv[1:])
+        precheck(sys.argv[1:])
     except ConfigError as error:
         fail(error)
     main()

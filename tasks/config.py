@@ -104,6 +104,7 @@ class DataConf:
     source: str = "hub"                   # hub | fixture ("path" once data.path is set)
     path: str | None = None
     split_seed: int = 42                  # the official protocol's split permutation, not the training seed
+    hub_id: str | None = None             # VTAB from the hub: a dataset id pattern such as "org/vtab-{name}"
     train_limit: int | None = None
     eval_limit: int | None = None         # cap on every evaluation split (tiny runs)
 
@@ -219,8 +220,8 @@ def _fmt(x: float) -> str:
 
 def resolve(cfg: DictConfig) -> RunSpec:
     """Validate ``cfg`` and fold it into a RunSpec; raises ConfigError naming the offending key."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs a live job
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    c.pop("hydra", None)
     model, peft, task, trainer, data, logger = (c[k] for k in ("model", "peft", "task", "trainer", "data",
                                                                 "logger"))
     d, density = c["d"], c["density"]

@@ -1,0 +1,57 @@
+"""SQuAD v1.1 / v2.0 on the common runner: overlapping windows, span heads, official-style EM/F1.
+
+Evaluation features carry their gold start/end positions too (the same windows as training), so the
+Trainer computes a real eval loss and hands the logits to ``compute_metrics``, which maps them back to
+answer text per question (n-best 20, max answer length 30, null answer for v2).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from transformers import default_data_collator
+
+from tasks import models
+from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
+from tasks.config import RunSpec
+
+LABELS = ["start_positions", "end_positions"]
+KEEP = ("example_id", "offset_mapping")
+
+
+def prepare(spec: RunSpec) -> Job:
+    from tasks.data import load_squad
+    from tasks.metrics import squad_metrics
+    from tasks.squad_processing import postprocess_predictions, prepare_eval_features, prepare_train_features
+
+    data, hp = spec.config["data"], spec.hparams
+    version_2 = spec.dataset == "v2"
+    raw = load_squad(spec.dataset, data_source(spec), seed=data["split_seed"],
+                     train_limit=data["train_limit"])
+    corpus = (text for column in ("question", "context") for text in raw["train"][column])
+    model, tokenizer = models.load_text(spec.config["model"], "qa", corpus=corpus,
+                                        max_length=hp["max_seq_length"],
+                                        prefix_length=models.prefix_positions(spec))
+    window = {"tokenizer": tokenizer, "max_length": hp["max_seq_length"], "stride": hp["doc_stride"]}
+    train_fn, eval_fn = partial(prepare_train_features, **window), partial(prepare_eval_features, **window)
+
+    def split(examples: Any) -> EvalSplit:
+        features = examples.map(eval_fn, batched=True, remove_columns=examples.column_names)
+        gold = examples.map(train_fn, batched=True, remove_columns=examples.column_names)
+        model_inputs = features.remove_columns(list(KEEP))
+        for label in LABELS:
+            model_inputs = model_inputs.add_column(label, gold[label])
+
+        def scorer(p: Any) -> dict[str, float]:
+            start, end = p.predictions
+            predicted = postprocess_predictions(examples, features, start, end, version_2=version_2)
+            return squad_metrics(predicted, examples, version_2)
+
+        return EvalSplit(model_inputs, scorer)
+
+    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
+    evals = {name: split(eval_limit(raw[name], data["eval_limit"]))
+             for name in raw if name != "train" and name not in aliases}
+    train = raw["train"].map(train_fn, batched=True, remove_columns=raw["train"].column_names)
+    return Job(model=model, train=train, evals=evals, collator=default_data_collator, label_names=LABELS,
+               select_score=lambda m: m["f1"], selection_metric="f1", aliases=aliases)

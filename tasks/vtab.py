@@ -1,0 +1,42 @@
+"""VTAB-1k on the common runner: resize + normalise (no augmentation), a timm ViT, top-1 accuracy."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from transformers import default_data_collator
+
+from tasks import models
+from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
+from tasks.config import RunSpec
+
+
+def accuracy(p: Any) -> dict[str, float]:
+    return {"accuracy": float(np.mean(np.asarray(p.predictions).argmax(-1) == np.asarray(p.label_ids)))}
+
+
+def prepare(spec: RunSpec) -> Job:
+    from torchvision import transforms
+
+    from tasks.data import load_vtab
+    from tasks.schema import VTAB
+
+    data = spec.config["data"]
+    raw = load_vtab(spec.dataset, data_source(spec), spec.protocol, seed=data["split_seed"],
+                    **({"hub_id": data["hub_id"]} if data["hub_id"] else {}))
+    model, prep = models.load_image(spec.config["model"], VTAB[spec.dataset].num_classes)
+    size = prep["image_size"]
+    transform = transforms.Compose([
+        transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(), transforms.Normalize(prep["mean"], prep["std"])])
+
+    def to_inputs(batch: dict[str, list]) -> dict[str, list]:
+        return {"pixel_values": [transform(image.convert("RGB")) for image in batch["image"]],
+                "labels": batch["label"]}
+
+    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
+    evals = {name: EvalSplit(eval_limit(raw[name], data["eval_limit"]).with_transform(to_inputs), accuracy)
+             for name in raw if name != "train" and name not in aliases}
+    return Job(model=model, train=raw["train"].with_transform(to_inputs), evals=evals,
+               collator=default_data_collator, label_names=["labels"],
+               select_score=lambda m: m["accuracy"], selection_metric="accuracy", aliases=aliases)

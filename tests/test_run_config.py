@@ -1,0 +1,175 @@
+"""The config tree: every option composes, recipes are the paper's numbers, validation names the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from runs import CONF, ROOT, compose, spec_for
+
+from tasks.config import FAMILY_METHODS, ConfigError, resolve
+
+
+def options(group: str) -> list[str]:
+    return sorted(str(p.relative_to(CONF / group))[:-5] for p in (CONF / group).rglob("*.yaml"))
+
+
+def test_groups_offer_the_contract_options():
+    assert set(options("model")) >= {"roberta-base", "roberta-large", "deberta-v3-base", "vit-b16", "tiny",
+                                      "tiny-vit", "minilm"}
+    assert options("peft") == sorted(["lora", "padapter", "prefix", "capaboost_lora", "capaboost_padapter",
+                                      "capaboost_prefix"])
+    assert set(options("logger")) == {"wandb", "wandb_online", "none"}
+    assert set(options("data")) == {"hub", "fixture"}
+
+
+def test_task_options_match_the_data_schema():
+    from tasks.schema import GLUE, VTAB
+
+    tasks = options("task")
+    assert {t for t in tasks if t.startswith("glue/")} == {f"glue/{t}" for t in GLUE}
+    assert {t for t in tasks if t.startswith("vtab/")} == {f"vtab/{t}" for t in VTAB}
+    assert {t for t in tasks if t.startswith("squad/")} == {"squad/v1", "squad/v2"}
+    assert len(VTAB) == 19
+
+
+def test_family_table_agrees_with_capaboost_families():
+    from capaboost.families import FAMILIES
+
+    for name, fam in FAMILIES.items():
+        assert ("prefix" in FAMILY_METHODS[name]) == fam.prefix, name
+
+
+def test_every_model_composes_with_its_modality(tmp_path):
+    for model in ("roberta-base", "roberta-large", "deberta-v3-base", "minilm", "tiny"):
+        spec = spec_for([f"model={model}", "task=glue/mnli", "peft=capaboost_padapter"], tmp_path, tiny=False)
+        assert spec.modality == "text" and spec.method == "padapter"
+    for model in ("vit-b16", "tiny", "tiny-vit"):
+        spec = spec_for([f"model={model}", "task=vtab/dtd", "peft=capaboost_lora"], tmp_path, tiny=False)
+        assert spec.modality == "image" and spec.model_family == "timm-vit"
+
+
+def test_every_task_composes(tmp_path):
+    for task in options("task"):
+        model = "vit-b16" if task.startswith("vtab/") else "roberta-base"
+        spec = spec_for([f"model={model}", f"task={task}"], tmp_path, tiny=False)
+        assert spec.task == task and spec.family == task.split("/")[0]
+        assert spec.protocol == {"glue": "split", "squad": "dev", "vtab": "final"}[spec.family]
+
+
+def test_roberta_base_recipe_is_the_papers(tmp_path):
+    """paper/README.md: LoRA CoLA lr 5e-4, 40 epochs, SST-2 1e-4, 20 epochs; batch 128, max_seq 128,
+    warmup ratio 0.1, wd 0.1; adapter reduction factor 12."""
+    cola = spec_for(["model=roberta-base", "task=glue/cola", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert {k: cola.hparams[k] for k in ("lr", "epochs", "batch_size", "max_seq_length", "warmup_ratio",
+                                          "weight_decay", "r", "alpha")} == {
+        "lr": 5e-4, "epochs": 40, "batch_size": 128, "max_seq_length": 128, "warmup_ratio": 0.1,
+        "weight_decay": 0.1, "r": 8, "alpha": 16}
+    sst2 = spec_for(["model=roberta-base", "task=glue/sst2", "peft=lora"], tmp_path, tiny=False)
+    assert (sst2.hparams["lr"], sst2.hparams["epochs"]) == (1e-4, 20)
+    rte = spec_for(["model=roberta-base", "task=glue/rte", "peft=capaboost_padapter"], tmp_path, tiny=False)
+    assert (rte.hparams["reduction_factor"], rte.hparams["epochs"]) == (12, 20)
+    assert rte.capaboost_config["reduction_factor"] == 12
+
+
+def test_deberta_recipe_and_protocol(tmp_path):
+    """DeBERTa-v3-base: dev protocol; RTE lr 1.5e-3 for 60 epochs, warmup 200 steps; QNLI alpha 32;
+    SQuAD LoRA r 1, alpha 16, lr 1e-3, 15 epochs, max_seq 384, stride 128."""
+    rte = spec_for(["model=deberta-v3-base", "task=glue/rte", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert rte.protocol == "dev"
+    assert (rte.hparams["lr"], rte.hparams["epochs"], rte.hparams["warmup_steps"]) == (1.5e-3, 60, 200)
+    qnli = spec_for(["model=deberta-v3-base", "task=glue/qnli", "peft=lora"], tmp_path, tiny=False)
+    assert (qnli.hparams["alpha"], qnli.hparams["max_seq_length"], qnli.hparams["batch_size"]) \
+        == (32, 320, 64)
+    squad = spec_for(["model=deberta-v3-base", "task=squad/v1", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert {k: squad.hparams[k] for k in ("r", "alpha", "lr", "epochs", "max_seq_length", "doc_stride")} == {
+        "r": 1, "alpha": 16, "lr": 1e-3, "epochs": 15, "max_seq_length": 384, "doc_stride": 128}
+    assert spec_for(["model=roberta-base", "task=glue/rte"], tmp_path, tiny=False).protocol == "split"
+
+
+def test_command_line_overrides_win_over_the_recipe(tmp_path):
+    spec = spec_for(["model=roberta-base", "task=glue/cola", "trainer.lr=1e-3", "peft.r=32", "peft.alpha=48",
+                     "task.protocol=dev"], tmp_path, tiny=False)
+    assert (spec.hparams["lr"], spec.capaboost_config["r"], spec.capaboost_config["alpha"], spec.protocol) \
+        == (1e-3, 32, 48, "dev")
+
+
+def test_vanilla_peft_ignores_top_level_d_and_density(tmp_path):
+    for peft in ("lora", "padapter", "prefix"):
+        spec = spec_for([f"peft={peft}", "d=4", "density=0.3"], tmp_path)
+        assert (spec.d, spec.density, spec.capaboost) == (1, 1.0, False)
+        assert (spec.capaboost_config["d"], spec.capaboost_config["density"]) == (1, 1.0)
+    boosted = spec_for(["peft=capaboost_prefix", "d=4", "density=0.3", "mask_seed=7", "seed=3"], tmp_path)
+    assert (boosted.d, boosted.density, boosted.capaboost_config["seed"], boosted.seed) == (4, 0.3, 7, 3)
+
+
+def test_run_dir_is_derived_from_the_config_only(tmp_path):
+    base = ["task=glue/cola", "peft=capaboost_lora"]
+    a = spec_for(base, tmp_path)
+    assert a.run_dir == spec_for(base, tmp_path).run_dir
+    assert a.run_dir == spec_for([*base, "logger=wandb", "force=true"], tmp_path).run_dir
+    assert Path(a.run_dir).relative_to(tmp_path).parts[:4] == ("glue", "cola", "tiny", "capaboost_lora")
+    other_seed = spec_for([*base, "seed=43"], tmp_path)
+    assert other_seed.run_dir != a.run_dir and other_seed.group == a.group
+    for change in ("density=0.25", "mask_seed=1", "trainer.lr=0.01", "d=3", "mask=same"):
+        changed = spec_for([*base, change], tmp_path)
+        assert changed.run_dir != a.run_dir and changed.group != a.group, change
+
+
+def test_result_config_records_the_data_source(tmp_path):
+    assert spec_for([], tmp_path).config["data"]["source"] == "fixture"
+    spec = spec_for([f"data.path={tmp_path}"], tmp_path)
+    assert spec.config["data"]["source"] == "path" and spec.config["data"]["path"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["d=0"], "d"), (["density=1.5"], "density"), (["density=0"], "density"), (["mask=zigzag"], "mask"),
+    (["peft=prefix", "model=deberta-v3-base"], "prefix"),
+    (["peft=capaboost_prefix", "task=vtab/cifar"], "prefix"),
+    (["model=vit-b16"], "model"), (["model=tiny-vit"], "model"), (["data.path=/no/such/dir"], "data.path"),
+    (["model.path=/no/such/ckpt"], "model.path"), (["task.protocol=tune"], "task.protocol"),
+    (["trainer.precision=fp8"], "trainer.precision"), (["trainer.batch_size=6", "trainer.grad_accum=4"],
+                                                       "grad_accum"),
+    (["mask=nm", "density=0.3"], "density"), (["logger.mode=later"], "logger.mode"),
+])
+def test_bad_values_raise_naming_the_key(overrides, key, tmp_path):
+    with pytest.raises(ConfigError, match=key):
+        spec_for(overrides, tmp_path)
+
+
+@pytest.mark.parametrize("override, key", [("foo=1", "foo"), ("trainer.lrr=1", "lrr"), ("d=abc", "d"),
+                                           ("seed=1.5", "seed"), ("task=glue/colaa", "colaa")])
+def test_wrong_keys_and_types_fail_at_compose_time(override, key):
+    with pytest.raises(Exception, match=key):
+        compose(["model=tiny", override])
+
+
+def test_sweep_option_selects_sweeps_yaml():
+    files = sorted((ROOT / "sweeps").glob("*.yaml"))
+    if not files:
+        pytest.skip("no sweep files yet")
+    for path in files:
+        declared = yaml.safe_load(path.read_text()) or {}
+        params = declared.get("hydra", {}).get("sweeper", {}).get("params")
+        if not params:
+            continue
+        cfg = compose_with_hydra([f"sweep={path.stem}"])
+        assert dict(cfg.hydra.sweeper.params) == {k: str(v) for k, v in params.items()}, path.name
+        return
+    pytest.skip("no sweep file with sweeper params")
+
+
+def compose_with_hydra(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from tasks.config import register
+
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_resolve_leaves_hydra_out_of_the_recorded_config(tmp_path):
+    cfg = compose_with_hydra(["model=tiny", "data=fixture", f"runs_root={tmp_path}"])
+    assert "hydra" not in resolve(cfg).config
