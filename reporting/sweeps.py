@@ -48,6 +48,8 @@ def expand(name: str, extra: list[str] | None = None, sweeps_dir: Path = SWEEPS)
     params = params_of(name, sweeps_dir)
     args = [f"{k}={v}" for k, v in params.items()] + [f"sweep={name}"] + list(extra or [])
     overrides = OverridesParser.create().parse_overrides(args)
+    # Hydra keeps hydra.*/hydra/... overrides (launcher, sweep dir) for the whole sweep, not per run.
+    overrides = [o for o in overrides if not o.is_hydra_override()]
     (batch,) = BasicSweeper.split_arguments(overrides, None)
     return batch
 

@@ -1,0 +1,123 @@
+"""Every sweep composes for every run it lists, with the grid its paper table/figure needs (nothing runs)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from reporting.sweeps import CONF, available, compose_runs, expand, params_of
+from tasks.config import register
+from tasks.schema import GLUE, VTAB
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE_TASKS = {f"glue/{t}" for t in GLUE}
+SEEDS = {42, 43, 44}
+ALL_PEFT = {"lora", "padapter", "prefix", "capaboost_lora", "capaboost_padapter", "capaboost_prefix"}
+# Runs per sweep, multiplied out by hand from the paper's grids (tasks x methods x grid x seeds).
+EXPECTED = {
+    "glue_roberta_base": 8 * 6 * 3,
+    "glue_deberta_v3": 8 * 4 * 3,
+    "squad": 2 * 4 * 3,
+    "vtab": 19 * 2 * 3,
+    "fig1_rank_params": 8 * 3 * 4 * 3,   # tasks x (LoRA, d=2, d=4) x r in {4, 8, 16, 32} x seeds
+    "fig3_masks": 2 * 3 * 5 * 3,         # CoLA/SST-2 x masks x densities x seeds
+    "fig4_r_by_d": 4 * 4 * 4 * 3,        # small tasks x (LoRA, d=2, 3, 4) x r in {2, 4, 8, 16} x seeds
+}
+OURS = sorted(EXPECTED)
+
+
+def test_every_paper_sweep_exists() -> None:
+    assert set(OURS) <= set(available())
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict:
+    return {}
+
+
+def _specs(name: str, cache: dict) -> list:
+    if name not in cache:
+        cache[name] = [spec for _, spec in compose_runs(name)]
+    return cache[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", available())
+def test_sweep_composes_every_run(name: str, specs: dict) -> None:
+    if name == "demo" and not (ROOT / "results" / "demo" / "data" / "afinn").exists():
+        pytest.skip("the demo sweep needs its converted data (scripts/demo.py makes it)")
+    runs = _specs(name, specs)
+    if name in EXPECTED:
+        assert len(runs) == EXPECTED[name]
+    dirs = Counter(s.run_dir for s in runs)
+    assert max(dirs.values()) == 1, f"two runs share a run dir: {dirs.most_common(1)}"
+    assert {s.seed for s in runs} == SEEDS
+    # Hydra itself reads the same grid from the composed sweep file, and the file runs as a multirun
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == params_of(name)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+
+
+@pytest.mark.slow
+def test_table_grids(specs: dict) -> None:
+    rb = _specs("glue_roberta_base", specs)
+    assert {s.task for s in rb} == GLUE_TASKS and {s.peft for s in rb} == ALL_PEFT
+    assert {s.model for s in rb} == {"roberta-base"} and {s.protocol for s in rb} == {"split"}
+    assert {(s.d, s.density) for s in rb if s.capaboost} == {(2, 0.5)}
+    assert {(s.d, s.density) for s in rb if not s.capaboost} == {(1, 1.0)}
+
+    deb = _specs("glue_deberta_v3", specs)
+    assert {s.task for s in deb} == GLUE_TASKS and {s.model for s in deb} == {"deberta-v3-base"}
+    assert {s.method for s in deb} == {"lora", "padapter"} and {s.protocol for s in deb} == {"dev"}
+
+    sq = _specs("squad", specs)
+    assert {s.task for s in sq} == {"squad/v1", "squad/v2"} and {s.model for s in sq} == {"deberta-v3-base"}
+    assert {s.peft for s in sq} == {"lora", "capaboost_lora", "padapter", "capaboost_padapter"}
+
+    vt = _specs("vtab", specs)
+    assert {s.task for s in vt} == {f"vtab/{n}" for n in VTAB} and len(VTAB) == 19
+    assert {s.peft for s in vt} == {"lora", "capaboost_lora"} and {s.protocol for s in vt} == {"final"}
+    assert {s.model for s in vt} == {"vit-b16"}
+
+
+@pytest.mark.slow
+def test_figure_grids(specs: dict) -> None:
+    f1 = _specs("fig1_rank_params", specs)
+    assert {s.task for s in f1} == GLUE_TASKS
+    assert {(s.peft, s.d, s.density, s.hparams["r"]) for s in f1} == (
+        {("lora", 1, 1.0, r) for r in (4, 8, 16, 32)}
+        | {("capaboost_lora", d, 0.5, r) for d in (2, 4) for r in (4, 8, 16, 32)})
+
+    f3 = _specs("fig3_masks", specs)
+    assert {s.task for s in f3} == {"glue/cola", "glue/sst2"}
+    assert {s.config["data"]["train_limit"] for s in f3} == {10000}
+    assert {(s.mask, s.density) for s in f3} == {(m, p) for m in ("random", "same", "none")
+                                                 for p in (0.1, 0.3, 0.5, 0.7, 0.9)}
+    assert {(s.peft, s.d) for s in f3} == {("capaboost_lora", 2)}
+
+    f4 = _specs("fig4_r_by_d", specs)
+    assert {(s.d, s.density, s.hparams["r"]) for s in f4} == (
+        {(1, 1.0, r) for r in (2, 4, 8, 16)} | {(d, 0.5, r) for d in (2, 3, 4) for r in (2, 4, 8, 16)})
+
+
+def test_expand_command_line_replaces_a_swept_key() -> None:
+    """As with `run.py -m sweep=squad seed=42`: the command line's value replaces the file's list."""
+    runs = expand("squad", ["seed=42"])
+    assert len(runs) == 2 * 4 and all("seed=42" in r for r in runs)
+    assert all(f"sweep={'squad'}" in r for r in runs)
+
+
+def test_sweep_list_cli() -> None:
+    script = str(ROOT / "scripts" / "sweep_list.py")
+    out = subprocess.run([sys.executable, script, "squad"], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "sweep squad: 24 run(s)" and len(lines) == 25
+    assert "task=squad/v1" in lines[1] and "model=deberta-v3-base" in lines[1]
+    bad = subprocess.run([sys.executable, script, "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no sweep 'nope'" in bad.stderr
