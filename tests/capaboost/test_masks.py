@@ -25,7 +25,7 @@ CFG = CapaBoostConfig(method="lora", d=3, density=0.5, mask="random", seed=0, r=
 
 @pytest.mark.parametrize("shape, d, density", [
     ((8, 32), 2, 0.5), ((3, 7), 4, 0.3), ((5, 5), 3, 0.1), ((32, 8), 2, 0.9), ((4, 5), 2, 0.5),
-    ((1, 10), 2, 0.25),  # 2.5 entries
+    ((1, 10), 2, 0.25), ((7, 3), 2, 0.9), ((5, 5), 3, 0.3),  # 2.5, 18.9, 7.5 entries: round, not floor
 ])
 def test_random_exact_density(shape: tuple[int, int], d: int, density: float) -> None:
     masks = make_masks(shape, d, density, "random", seed=7)
