@@ -90,7 +90,7 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     plain = copy.deepcopy(model)
     del plain.capaboost_config
-    for name, layer in layers.items():
+    for name in layers:
         parent, _, child = name.rpartition(".")
         copy_layer = plain.get_submodule(name)
         copy_layer.unmerge()
