@@ -150,7 +150,8 @@ def _plot(points: list[Point], title: str, xlabel: str, ylabel: str, logx: bool 
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys(p.task for p in points))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
+                             layout="constrained")  # one draw at save time (tight_layout draws twice)
     for ax, panel in zip(axes[0], panels, strict=True):
         series: dict[str, list[Point]] = defaultdict(list)
         for p in points:
@@ -168,7 +169,6 @@ def _plot(points: list[Point], title: str, xlabel: str, ylabel: str, logx: bool 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -21,6 +21,7 @@ class Report:
     figures: list[Path] = field(default_factory=list)
     skipped_figures: list[str] = field(default_factory=list)
     unknown_families: dict[str, int] = field(default_factory=dict)
+    removed: list[Path] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         c = self.collection
@@ -34,6 +35,7 @@ class Report:
         for fam, n in sorted(self.unknown_families.items()):
             out.append(f"no table layout for task family '{fam}' ({n} run(s) not tabulated)")
         out += [f"wrote {p}" for p in self.tables + self.figures]
+        out += [f"removed stale {p} (no runs for it this time)" for p in self.removed]
         if self.skipped_figures:
             out.append(f"no runs for figure(s): {', '.join(self.skipped_figures)} (skipped)")
         return out
@@ -62,4 +64,21 @@ def make_tables(roots: list[str | os.PathLike], out: str | os.PathLike = "result
     if figures:
         report.figures, report.skipped_figures = write_figures(
             {k: t for k, t in tables.items() if k[0] in lay}, lay, out / "figures")
+    report.removed = remove_stale(out, lay, set(report.tables) | set(report.figures), figures)
     return report
+
+
+def remove_stale(out: Path, lay: dict, written: set[Path], figures: bool) -> list[Path]:
+    """Outputs of an earlier `make tables` that this one did not rewrite (their runs are gone or were
+    not passed this time): left in place they would be read as current. Only our own file names."""
+    from .figures import FIGURES
+
+    stale = [p for fam in lay for ext in ("md", "csv", "tex")
+             for p in (out / "tables").glob(f"{fam}_*.{ext}") if p not in written]
+    if figures:
+        stale += [p for fig in FIGURES for ext in ("png", "csv")
+                  for p in (out / "figures").glob(f"{fig}_*.{ext}")
+                  if p not in written and p.with_suffix(".png") not in written]
+    for p in stale:
+        p.unlink()
+    return stale

@@ -153,3 +153,18 @@ def test_cli_missing_dir_and_partial_sweep(tree: Path, tmp_path: Path) -> None:
                          "--out", str(tmp_path / "o2"), "--no-figures"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "broken" in ok.stdout and (tmp_path / "o2" / "tables" / "glue_roberta_base.md").is_file()
+
+
+def test_outputs_of_an_earlier_call_are_removed(tmp_path: Path) -> None:
+    first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    put(first, "a", result("glue/cola", "lora", 42, {"mcc": 0.5}))
+    put(second, "b", result("glue/cola", "lora", 42, {"mcc": 0.5}, source="fixture"))
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "notes.md").write_text("mine")
+    make_tables([first], out, figures=False)
+    assert (out / "tables" / "glue_roberta_base.md").is_file()
+    report = make_tables([second], out, figures=False)
+    assert not (out / "tables" / "glue_roberta_base.md").exists()
+    assert (out / "tables" / "glue_roberta_base-fixture.md").is_file()
+    assert (out / "tables" / "notes.md").read_text() == "mine"  # not one of ours: kept
+    assert any("removed stale" in line for line in report.lines())
