@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .paper import PAPER_DIR
@@ -36,6 +37,7 @@ def sweep_list_main(argv: list[str] | None = None) -> int:
     from .sweeps import available, expand
 
     names = available() if args.name == "all" else [args.name]
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `make sweep-list | head` ends quietly
     try:
         for name in names:
             runs = expand(name, args.overrides)

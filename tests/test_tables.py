@@ -168,3 +168,53 @@ def test_outputs_of_an_earlier_call_are_removed(tmp_path: Path) -> None:
     assert (out / "tables" / "glue_roberta_base-fixture.md").is_file()
     assert (out / "tables" / "notes.md").read_text() == "mine"  # not one of ours: kept
     assert any("removed stale" in line for line in report.lines())
+
+
+def test_paper_value_beside_ours_only_on_hub_data(tmp_path: Path) -> None:
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "glue_roberta_base.csv").write_text(
+        "method,model,peft,d,density,reference,glue/cola:mcc,avg,params_pct\n"
+        "LoRA,roberta-base,lora,1,1.0,test,61.5,,0.24\n"
+        "CapaBoost-LoRA,roberta-base,capaboost_lora,4,0.5,test,70.0,,\n")
+    runs = tmp_path / "runs"
+    put(runs, "hub", result("glue/cola", "lora", 42, {"mcc": 0.6}))
+    put(runs, "capa", result("glue/cola", "capaboost_lora", 42, {"mcc": 0.6}))  # d=2: no paper row
+    put(runs, "fix", result("glue/cola", "lora", 42, {"mcc": 0.6}, source="fixture"))
+    make_tables([runs], tmp_path / "out", paper_dir=paper, figures=False)
+    md = (tmp_path / "out" / "tables" / "glue_roberta_base.md").read_text()
+    row = md_row(md, "LoRA")
+    assert row[1] == "60.00 (n=1) (paper 61.50)" and row[-1] == "7.5 (paper 0.24)"
+    assert "paper" not in md_row(md, "CapaBoost-LoRA (d=2, density=0.5)")[1]
+    assert md_row(md, "CapaBoost-LoRA (paper)")[1] == "70.00"  # unmatched paper rows stand alone
+    fixture = (tmp_path / "out" / "tables" / "glue_roberta_base-fixture.md").read_text()
+    assert "61.50" not in fixture and "70.00" not in fixture
+
+
+def test_vtab_group_means_and_fig3(tmp_path: Path) -> None:
+    import yaml
+
+    runs = tmp_path / "runs"
+    cols = yaml.safe_load((ROOT / "reporting" / "layouts.yaml").read_text())["vtab"]["columns"]
+    for i, c in enumerate(cols):
+        put(runs, f"v{i}", result(c["task"], "lora", 42, {"accuracy": 0.5 + 0.01 * i}, model="vit-b16"))
+    for mask, density, acc in [("random", 0.3, 0.70), ("random", 0.5, 0.72), ("same", 0.3, 0.66),
+                               ("same", 0.5, 0.69), ("none", 0.3, 0.65), ("none", 0.5, 0.65)]:
+        for seed, delta in ((42, 0.0), (43, 0.02)):
+            put(runs, f"f3-{mask}-{density}-{seed}", result("glue/cola", "capaboost_lora", seed,
+                                                            {"mcc": acc + delta}, mask=mask, density=density,
+                                                            train_limit=10000))
+    make_tables([runs], tmp_path / "out")
+    md = (tmp_path / "out" / "tables" / "vtab_vit_b16.md").read_text()
+    row = md_row(md, "LoRA")
+    groups = {}
+    for i, c in enumerate(cols):
+        groups.setdefault(c["group"], []).append(50 + i)
+    n_cols = len(cols)
+    assert row[1 + n_cols] == f"{sum(groups['natural']) / len(groups['natural']):.2f}"
+    assert row[3 + n_cols] == f"{sum(groups['structured']) / len(groups['structured']):.2f}"
+    assert row[4 + n_cols] == f"{sum(50 + i for i in range(n_cols)) / n_cols:.2f}"  # Avg over 19
+    pts = list(csv.DictReader((tmp_path / "out" / "figures" / "fig3_masks_roberta_base.csv").open()))
+    got = {(p["series"], float(p["x"])): (float(p["y"]), float(p["yerr"])) for p in pts}
+    assert got[("mask=same d=2", 0.5)] == pytest.approx((70.0, sample_std([69.0, 71.0])), abs=1e-4)
+    assert (tmp_path / "out" / "figures" / "fig3_masks_roberta_base.png").is_file()
