@@ -272,3 +272,129 @@ def test_ddp_capaboost_equals_one_process_on_the_global_batch(two_ranks):
                 moved.append(not torch.equal(got, start[name]))
         # lora_B starts at 0, so A's first step has no gradient; most tensors must still have trained
         assert sum(moved) >= 0.75 * len(moved), f"{method}: only {sum(moved)}/{len(moved)} tensors trained"
+
+
+# ---------------------------------------------------------------- the CLI: torchrun and submitit_local
+
+# The tiny ViT has no dropout and VTAB no augmentation, so data order is the only randomness: the
+# Trainer's seeded sampler gives 1 process the same global batches of 8 that 2 ranks split 4 + 4,
+# and DDP's mean of the two per-rank mean losses is the 8-example mean. 48 training images / 8 =
+# 6 full steps (no ragged last batch, which DDP would pad by wrapping around).
+CLI = ["task=vtab/cifar", "peft=capaboost_lora", "model=tiny", "data=fixture", "trainer.progress=false",
+       "trainer.epochs=1"]
+TOL = 1e-5  # float32 reduction order (gloo all-reduce vs one matmul over 8); measured ~5e-7
+
+
+def _cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TORCH_VARS and not k.startswith("SUBMITIT_")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The same tiny run three ways: torchrun x2 and submitit_local x2 tasks (started first, in the
+    background), and one plain process (this one, in the meantime: one interpreter fewer to start)."""
+    from runs import run
+
+    base = tmp_path_factory.mktemp("cli")
+    run_py, torchrun = str(ROOT / "run.py"), str(Path(sys.executable).with_name("torchrun"))
+    commands = {
+        "torchrun": [torchrun, "--nproc_per_node=2", f"--master_port={_free_port()}", run_py, *CLI,
+                     "logger=wandb"],
+        "submitit": [sys.executable, run_py, "-m", *CLI, "logger=none", "hydra/launcher=submitit_local",
+                     "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={base / 'sweep'}"],
+    }
+    procs = {name: subprocess.Popen([*cmd, f"runs_root={base / name}"], cwd=ROOT, env=_cli_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, cmd in commands.items()}
+    try:
+        run([*CLI, "logger=none"], base / "one", tiny=False)
+    finally:
+        out = {"one": (base / "one", subprocess.CompletedProcess(["run.py"], 0, ""))}
+        for name, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=900)
+            out[name] = (base / name, subprocess.CompletedProcess(proc.args, proc.returncode, stdout))
+    return out
+
+
+def _only_result(root: Path, log: subprocess.CompletedProcess) -> tuple[dict, Path]:
+    assert log.returncode == 0, log.stdout[-4000:]
+    results = list(root.rglob("result.json"))
+    assert len(results) == 1, results
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name], "a temp file was left behind"
+    return json.loads(results[0].read_text()), results[0].parent
+
+
+def _compare_with_one_process(runs: dict, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    one, one_dir = _only_result(*runs["one"])
+    ddp, ddp_dir = _only_result(*runs[name])
+    assert Path(ddp_dir).name == Path(one_dir).name  # same config -> same run directory name (hash)
+    assert (one["world_size"], one["per_device_batch_size"], one["grad_accum"]) == (1, 8, 1)
+    assert (ddp["world_size"], ddp["per_device_batch_size"], ddp["grad_accum"]) == (2, 4, 1)
+    assert ddp["global_step"] == one["global_step"] == 6
+    assert ddp["mask_digest"] == one["mask_digest"]
+    assert ddp["metrics"].keys() == one["metrics"].keys()
+    for key in one["metrics"]:
+        assert abs(ddp["metrics"][key] - one["metrics"][key]) <= TOL, key
+    assert abs(ddp["history"][-1]["report"]["loss"] - one["history"][-1]["report"]["loss"]) <= TOL
+    w_one, w_ddp = load_file(one_dir / "peft.safetensors"), load_file(ddp_dir / "peft.safetensors")
+    assert w_one.keys() == w_ddp.keys()
+    for key in w_one:
+        torch.testing.assert_close(w_ddp[key], w_one[key], atol=TOL, rtol=0, msg=key)
+    assert any(k.endswith("lora_B") and w_one[k].abs().max() > 1e-4 for k in w_one)  # it did train
+    return ddp
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(cli_runs):
+    ddp = _compare_with_one_process(cli_runs, "torchrun")
+    run_dir = Path(ddp["run_dir"])
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # W&B from rank 0 only
+    assert cli_runs["torchrun"][1].stdout.count("done vtab/cifar") == 1  # one summary line, rank 0's
+
+
+@pytest.mark.slow
+def test_submitit_local_two_tasks_form_one_ddp_group(cli_runs):
+    ddp = _compare_with_one_process(cli_runs, "submitit")
+    submitit_dir = cli_runs["submitit"][0].parent / "sweep" / ".submitit"
+    logs = "".join(p.read_text() for p in submitit_dir.rglob("*.out"))
+    assert "global_rank=1(2)" in logs and "global_rank=0(2)" in logs  # submitit started two tasks
+    assert ddp["world_size"] == 2
+
+
+def test_slurm_ddp_launcher_asks_one_task_per_gpu(tmp_path, monkeypatch):
+    """hydra/launcher=slurm_ddp through the real plugin and submitit: the sbatch script it would submit."""
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from tasks.config import register
+
+    class Submitted(Exception):
+        pass
+
+    def fake_submit(self, command):
+        raise Submitted(self._make_submission_file_text(command, "uid"))
+
+    register()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm_ddp", "hydra.launcher.gpus_per_node=8",
+                                           "hydra.launcher.nodes=2", f"hydra.sweep.dir={tmp_path}"],
+                      return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    params.pop("_target_")
+    launcher = SlurmLauncher(**params)
+    launcher.config = cfg
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(SlurmExecutor, "_submit_command", fake_submit)
+    with pytest.raises(Submitted) as sent:
+        launcher.launch([["task=glue/rte"]], initial_job_idx=0)
+    script = str(sent.value)
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --mem-per-gpu=64G", "#SBATCH --signal=USR2@120", "export SUBMITIT_EXECUTOR=slurm"):
+        assert line in script, f"{line} not in\n{script}"
+    assert "--mem=" not in script  # per-node memory would not grow with the GPUs
