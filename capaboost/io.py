@@ -69,6 +69,10 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     missing = sorted(set(tensors) - set(params))
     if missing:
         raise ValueError(f"checkpoint tensors not in the model: {missing[:5]}")
+    # a merged layer holds its old delta in the base weight: take it out, load, fold the new one in
+    merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
+    for layer in merged:
+        layer.unmerge()
     with torch.no_grad():
         for name, value in tensors.items():
             p = params[name]
@@ -76,6 +80,8 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 p[unions[id(p)]] = value.to(p.device, p.dtype)
             else:
                 p.copy_(value)
+    for layer in merged:
+        layer.merge()
     return model
 
 

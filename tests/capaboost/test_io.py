@@ -14,7 +14,7 @@ from torch import nn
 
 import capaboost
 from capaboost import CapaBoostConfig
-from tests.capaboost.tiny import batch, labels, lora_layers, tiny_roberta, tiny_vit
+from tests.capaboost.tiny import batch, labels, lora_layers, randomize_lora_B, tiny_roberta, tiny_vit
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -103,6 +103,23 @@ def test_file_holds_effective_params(tmp_path: Path, method: str) -> None:
     assert _file_numel(full_path) == counts["trainable"]
     saved_bytes = 4 * (counts["trainable"] - counts["effective"])
     assert full_path.stat().st_size - path.stat().st_size >= saved_bytes - 1024  # float32 entries not stored
+
+
+def test_load_into_merged_model(tmp_path: Path) -> None:
+    """Regression: loading into a merged model left the old delta folded into the base weights."""
+    trained = _trained(CONFIGS["lora"])
+    capaboost.save(trained, tmp_path / "a.safetensors")
+    target = capaboost.apply(tiny_roberta(), CONFIGS["lora"])
+    randomize_lora_B(target)
+    capaboost.merge(target)
+    capaboost.load(target, tmp_path / "a.safetensors")
+    assert all(layer.merged for layer in lora_layers(target).values())
+    with torch.no_grad():
+        torch.testing.assert_close(target(**batch()).logits, trained(**batch()).logits, atol=1e-5, rtol=0)
+        capaboost.unmerge(target)
+        torch.testing.assert_close(target.roberta.encoder.layer[0].attention.self.query.base_layer.weight,
+                                   tiny_roberta().roberta.encoder.layer[0].attention.self.query.weight,
+                                   atol=1e-6, rtol=0)
 
 
 def test_load_rejects_bad_files(tmp_path: Path) -> None:
