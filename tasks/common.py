@@ -232,12 +232,14 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         print(f"already completed: {result_path} (force=true re-runs it)")
         return json.loads(result_path.read_text())
     info = distributed.setup()
+    distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     if spec.force and info.is_main:
         for stale in (result_path, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
             if stale.is_dir():
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
+    distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
     checkpoint = get_last_checkpoint(str(run_dir / CHECKPOINTS)) if (run_dir / CHECKPOINTS).is_dir() else None
     if checkpoint:
         print(f"resuming from {checkpoint}")

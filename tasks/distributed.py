@@ -142,6 +142,14 @@ def cpu_env(info: DistInfo, cuda: bool) -> dict[str, str]:
     return {"ACCELERATE_USE_CPU": "true"} if info.distributed and not cuda else {}
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (e.g. until rank 0 has cleared a run directory the others will read)."""
+    if info.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def teardown() -> None:
     """Leave the group at the end of a run (torch warns about groups left open at exit)."""
     import torch.distributed as dist
