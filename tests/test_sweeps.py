@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from reporting.sweeps import CONF, available, compose_runs, expand, params_of
-from tasks.config import register
+from tasks.config import register, resolve
 from tasks.schema import GLUE, VTAB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def specs() -> dict:
 
 def _specs(name: str, cache: dict) -> list:
     if name not in cache:
-        cache[name] = [spec for _, spec in compose_runs(name)]
-    return cache[name]
+        cache[name] = compose_runs(name)
+    return [spec for _, spec in cache[name]]
 
 
 @pytest.mark.slow
@@ -60,8 +60,11 @@ def test_sweep_composes_every_run(name: str, specs: dict) -> None:
     register()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
-    assert dict(cfg.hydra.sweeper.params) == params_of(name)
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        assert dict(cfg.hydra.sweeper.params) == params_of(name)
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        # compose_runs composes once per set of group choices; a full compose per run agrees
+        for overrides, spec in (specs[name][0], specs[name][-1]):
+            assert resolve(compose("config", overrides=overrides)) == spec
 
 
 @pytest.mark.slow
