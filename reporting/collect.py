@@ -70,6 +70,8 @@ def validate(run: Any) -> str | None:
     absent = [k for k in REQUIRED if k not in run]
     if absent:
         return f"missing keys {absent} (partial result)"
+    if isinstance(run["seed"], bool) or not isinstance(run["seed"], int):
+        return f"seed={run['seed']!r} is not an integer"
     if run.get("status") == "completed" and not (run.get("best") or run.get("metrics")):
         return "completed but has neither 'best' nor 'metrics'"
     for where in ("best", "metrics"):

@@ -6,6 +6,7 @@ share a mean (e.g. r=8 vs r=16, 10k training subset vs full data, fixture vs hub
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ EXTRA_IGNORED = {
     "peft": {"name", "method", "capaboost", "r", "alpha", "reduction_factor", "prefix_length"},
     "trainer": {"progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
                 "use_cpu", "grad_accum"},
-    "data": {"source", "train_limit"},
+    "data": {"source", "train_limit", "path"},  # path: one local dir per task (source says "path")
     "model": set(),
 }
 HUB = "hub"
@@ -65,7 +66,7 @@ def _flatten(prefix: str, node: Any) -> Iterable[tuple[str, Any]]:
         for k in sorted(node):
             yield from _flatten(f"{prefix}.{k}", node[k])
     else:
-        yield prefix, tuple(node) if isinstance(node, list) else node
+        yield prefix, json.dumps(node, sort_keys=True) if isinstance(node, list) else node
 
 
 def extra_items(run: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -108,14 +108,16 @@ def build_view(table: Table, layout: Layout, paper_rows: list[PaperRow]) -> Tabl
     paper_rows = [p for p in paper_rows if p.model == table.model] if use_paper else []
     keys = sorted((dict(k) for k in table.rows), key=_sort_key)
     labels = row_labels(keys)
-    matched: set[int] = set()
+    # A paper row sits beside ours only when exactly one of our rows matches it (e.g. not beside
+    # each of LoRA r=4/8/16 from a rank sweep); otherwise it is shown as a row of its own.
+    hits = {id(p): [i for i, k in enumerate(keys) if p.matches(k)] for p in paper_rows}
+    beside = {hits[id(p)][0]: p for p in paper_rows if len(hits[id(p)]) == 1}
+    matched = {id(p) for p in beside.values()}
     rows: list[RowView] = []
-    for key, label in zip(keys, labels, strict=True):
+    for i, (key, label) in enumerate(zip(keys, labels, strict=True)):
         cells = table.rows[tuple(key.items())]
         stats = [cells[c.task].metric(c.metric) if c.task in cells else None for c in layout.columns]
-        paper = next((p for p in paper_rows if p.matches(key)), None)
-        if paper is not None:
-            matched.add(id(paper))
+        paper = beside.get(i)
         avg, groups = _averages(layout, [s.mean if s else None for s in stats])
         runs = [r for cell in cells.values() for r in cell.runs.values()]
         rows.append(RowView(label, "ours", key, stats,

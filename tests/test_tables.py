@@ -218,3 +218,16 @@ def test_vtab_group_means_and_fig3(tmp_path: Path) -> None:
     got = {(p["series"], float(p["x"])): (float(p["y"]), float(p["yerr"])) for p in pts}
     assert got[("mask=same d=2", 0.5)] == pytest.approx((70.0, sample_std([69.0, 71.0])), abs=1e-4)
     assert (tmp_path / "out" / "figures" / "fig3_masks_roberta_base.png").is_file()
+
+
+def test_paper_value_not_beside_several_rows(tmp_path: Path) -> None:
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "glue_roberta_base.csv").write_text(
+        "method,model,peft,d,density,reference,glue/cola:mcc\nLoRA,roberta-base,lora,1,1.0,test,61.5\n")
+    runs = tmp_path / "runs"
+    for r in (8, 16):
+        put(runs, f"r{r}", result("glue/cola", "lora", 42, {"mcc": 0.6}, r=r))
+    make_tables([runs], tmp_path / "out", paper_dir=paper, figures=False)
+    md = (tmp_path / "out" / "tables" / "glue_roberta_base.md").read_text()
+    assert "(paper 61.50)" not in md and md_row(md, "LoRA (paper)")[1] == "61.50"
