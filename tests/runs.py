@@ -26,7 +26,9 @@ def compose(overrides: list[str]) -> Any:
 def spec_for(overrides: list[str], runs_root: Path, tiny: bool = True) -> Any:
     from tasks.config import resolve
 
-    return resolve(compose([*(TINY if tiny else []), f"runs_root={runs_root}", *overrides]))
+    given = {o.split("=", 1)[0] for o in overrides}
+    defaults = [o for o in TINY if o.split("=", 1)[0] not in given] if tiny else []
+    return resolve(compose([*defaults, f"runs_root={runs_root}", *overrides]))
 
 
 def run(overrides: list[str], runs_root: Path, callbacks: tuple = (), tiny: bool = True) -> dict:
