@@ -68,6 +68,7 @@ def test_save_load_fresh_model(tmp_path: Path, method: str) -> None:
         assert torch.equal(again(**batch()).logits, expected)
 
 
+@pytest.mark.slow
 def test_load_in_subprocess(tmp_path: Path) -> None:
     """A fresh interpreter (other hash seed, other global RNG) rebuilds the masks and the outputs."""
     expected = {}

@@ -195,6 +195,7 @@ class OfficialLoRA(nn.Module):
         return self.scaling * sum(b @ a for a, b in zip(self.A, self.B, strict=True))
 
 
+@pytest.mark.slow
 def test_training_equals_official_copies(float64) -> None:
     base = tiny_roberta().double()
     ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=3, density=0.5, r=4, alpha=8))

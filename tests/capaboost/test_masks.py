@@ -127,6 +127,7 @@ def test_custom_module_construction_order() -> None:
     assert all(torch.equal(one[n][k], two[n][k]) for n in one for k in range(2))
 
 
+@pytest.mark.slow
 def test_masks_identical_in_a_subprocess() -> None:
     here = _digest(_model_masks(capaboost.apply(tiny_roberta(), CFG)))
     code = ("import torch, capaboost; from tests.capaboost.tiny import tiny_roberta;"
