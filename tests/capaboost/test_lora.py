@@ -253,3 +253,15 @@ def test_training_moves_delta(float64) -> None:
         opt.zero_grad()
     for layer in lora_layers(model).values():
         assert layer.delta_weight().abs().max() > 0
+
+
+def test_one_step_changes_only_lora_and_head() -> None:
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=2, density=0.5, r=4))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n.startswith("classifier.") for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    model.train()
+    F.cross_entropy(model(**batch()).logits, labels()).backward()
+    opt.step()
+    assert {n for n, p in model.named_parameters() if not torch.equal(p, before[n])} == trainable
