@@ -280,8 +280,12 @@ def test_ddp_capaboost_equals_one_process_on_the_global_batch(two_ranks):
 # Trainer's seeded sampler gives 1 process the same global batches of 8 that 2 ranks split 4 + 4,
 # and DDP's mean of the two per-rank mean losses is the 8-example mean. 48 training images / 8 =
 # 6 full steps (no ragged last batch, which DDP would pad by wrapping around).
-CLI = ["task=vtab/cifar", "peft=capaboost_lora", "model=tiny", "data=fixture", "trainer.progress=false",
-       "trainer.epochs=1"]
+# 13 test images do not fill 2 ranks x 4: the last round is padded with images 0-2, and the Trainer's
+# gather must drop them. Accuracy on 13 images is k/13, never j/16 for 0 < k < 13: a duplicate
+# counted would show. (The eval *loss* is not exact here: the Trainer repeats each rank's batch-mean
+# loss, so the padded batch's mean stands in for image 12; it is left out of the comparison.)
+CLI = ["task=vtab/patch_camelyon", "peft=capaboost_lora", "model=tiny", "data=fixture",
+       "trainer.progress=false", "trainer.epochs=1", "data.eval_limit=13"]
 TOL = 1e-5  # float32 reduction order (gloo all-reduce vs one matmul over 8); measured ~5e-7
 
 
@@ -339,7 +343,7 @@ def _compare_with_one_process(runs: dict, name: str) -> dict:
     assert ddp["metrics"].keys() == one["metrics"].keys()
     for key in one["metrics"]:
         assert abs(ddp["metrics"][key] - one["metrics"][key]) <= TOL, key
-    assert abs(ddp["history"][-1]["report"]["loss"] - one["history"][-1]["report"]["loss"]) <= TOL
+    assert 0 < one["metrics"]["accuracy"] < 1
     w_one, w_ddp = load_file(one_dir / "peft.safetensors"), load_file(ddp_dir / "peft.safetensors")
     assert w_one.keys() == w_ddp.keys()
     for key in w_one:
@@ -353,7 +357,7 @@ def test_torchrun_two_ranks_equal_one_process(cli_runs):
     ddp = _compare_with_one_process(cli_runs, "torchrun")
     run_dir = Path(ddp["run_dir"])
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # W&B from rank 0 only
-    assert cli_runs["torchrun"][1].stdout.count("done vtab/cifar") == 1  # one summary line, rank 0's
+    assert cli_runs["torchrun"][1].stdout.count("done vtab/patch_camelyon") == 1  # one summary line, rank 0's
 
 
 @pytest.mark.slow
