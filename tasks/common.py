@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import capaboost
 from tasks import distributed
@@ -113,7 +113,8 @@ class EpochEvaluation(TrainerCallback):
     def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         for name, split in self.evals.items():
             self.trainer.compute_metrics = split.metrics
-            self.trainer.evaluate(split.dataset, metric_key_prefix=name)
+            # "eval_" prefix: W&B files these under eval/ (anything else lands in train/)
+            self.trainer.evaluate(split.dataset, metric_key_prefix=f"eval_{name}")
         self.trainer.compute_metrics = None
 
 
@@ -122,13 +123,14 @@ def epoch_history(log_history: list[dict], splits: Sequence[str], aliases: dict[
     rounds: dict[int, dict] = {}
     for entry in log_history:
         # one entry per evaluate() call; "report_mismatched_accuracy" belongs to the longer split name
-        hits = [s for s in splits if any(k.startswith(s + "_") for k in entry)]
+        hits = [s for s in splits if any(k.startswith(f"eval_{s}_") for k in entry)]
         if not hits:
             continue
         split = max(hits, key=len)
+        prefix = f"eval_{split}_"
         row = rounds.setdefault(entry["step"], {"epoch": entry.get("epoch"), "step": entry["step"]})
-        row[split] = {k[len(split) + 1:]: v for k, v in entry.items()
-                      if k.startswith(split + "_") and k[len(split) + 1:] not in _EVAL_NOISE}
+        row[split] = {k[len(prefix):]: v for k, v in entry.items()
+                      if k.startswith(prefix) and k[len(prefix):] not in _EVAL_NOISE}
     history = [rounds[s] for s in sorted(rounds)]
     for row in history:
         for alias, target in aliases.items():
@@ -229,6 +231,9 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if result_path.is_file() and not spec.force:
+        # No training, no rewrite; only the mtime moves, so "results newer than this command" (a
+        # sweep re-run, the contract's cli-smoke) include results that were already there.
+        os.utime(result_path)
         print(f"already completed: {result_path} (force=true re-runs it)")
         return json.loads(result_path.read_text())
     info = distributed.setup()
@@ -240,7 +245,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
             elif stale.exists():
                 stale.unlink()
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
-    checkpoint = get_last_checkpoint(str(run_dir / CHECKPOINTS)) if (run_dir / CHECKPOINTS).is_dir() else None
+    checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
     if checkpoint:
         print(f"resuming from {checkpoint}")
 
@@ -304,6 +309,16 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
             f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final:.4f}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
+
+
+def last_complete_checkpoint(directory: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (trainer_state.json comes last): a run
+    killed while saving resumes from the previous one instead of failing on a partial directory."""
+    if not directory.is_dir():
+        return None
+    done = [p for p in directory.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+            if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if done else None
 
 
 def eval_limit(dataset: Any, limit: int | None) -> Any:

@@ -95,14 +95,28 @@ def test_finished_run_is_a_no_op_unless_forced(tmp_path, capsys):
     over = [*OVERRIDES, "peft=lora", "trainer.epochs=1"]
     first = run(over, tmp_path)
     path = Path(first["run_dir"]) / "result.json"
-    stamp = path.stat().st_mtime_ns
     capsys.readouterr()
     again = run(over, tmp_path)
     out = capsys.readouterr().out
-    assert "already completed" in out and str(path) in out
-    assert path.stat().st_mtime_ns == stamp and again == json.loads(path.read_text())
+    assert "already completed" in out and str(path) in out and "done " not in out
+    assert again == first == json.loads(path.read_text())  # same content: nothing re-ran
     forced = run([*over, "force=true"], tmp_path)
+    out = capsys.readouterr().out
+    assert "already completed" not in out and out.strip().splitlines()[-1].startswith("done glue/cola")
     assert forced["run_dir"] == first["run_dir"] and forced["resumed_from"] is None
-    assert path.stat().st_mtime_ns != stamp
+    assert json.loads(path.read_text()) == forced
     for row_a, row_b in zip(first["history"], forced["history"], strict=True):
         assert row_b["report"] == pytest.approx(row_a["report"], rel=1e-6)
+
+
+def test_resume_skips_a_checkpoint_the_trainer_did_not_finish(tmp_path):
+    from tasks.common import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+    for step, complete in [(2, True), (10, True), (12, False), (9, True)]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # numeric, not text order
