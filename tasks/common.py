@@ -302,11 +302,11 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
 
 def summary_line(result: dict[str, Any], path: Path) -> str:
     main = result["main_metric"]
-    best, final = result["best"].get(main), result["metrics"].get(main)
+    best, final = (f"{m[main]:.4f}" if main in m else "n/a" for m in (result["best"], result["metrics"]))
     p = result["params"]
     return (f"done {result['task']} {result['model']} {result['peft']} d={result['d']} "
-            f"density={result['density']:g} seed={result['seed']}: {main} best {best:.4f} "
-            f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final:.4f}; params "
+            f"density={result['density']:g} seed={result['seed']}: {main} best {best} "
+            f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
 

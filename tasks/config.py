@@ -84,9 +84,9 @@ class TrainerConf:
     max_seq_length: int | None = None
     doc_stride: int | None = None
     warmup_ratio: float | None = None
-    warmup_steps: int | None = None
+    warmup_steps: int | None = None       # > 0 wins over warmup_ratio
     weight_decay: float | None = None
-    max_steps: int | None = None          # caps training (tiny runs); epochs still bound the schedule
+    max_steps: int | None = None          # tiny runs: replaces epochs (and the schedule's length), as in HF
     grad_accum: int = 1
     eval_batch_size: int | None = None
     precision: str = "fp32"               # fp32 | fp16 | bf16
@@ -240,9 +240,8 @@ def resolve(cfg: DictConfig) -> RunSpec:
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     if not 0.0 <= peft["dropout"] < 1.0:
         raise ConfigError(f"peft.dropout={peft['dropout']} must be in [0, 1)")
-    for key in ("epochs", "lr", "max_grad_norm", "warmup_ratio"):
-        if key != "warmup_ratio":
-            _positive(f"trainer.{key}", trainer[key])
+    for key in ("epochs", "lr", "max_grad_norm"):
+        _positive(f"trainer.{key}", trainer[key])
     for key in ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
                 "logging_steps", "save_total_limit"):
         _positive(f"trainer.{key}", trainer[key], integer=True)
