@@ -162,3 +162,15 @@ def test_minilm_runs_offline(tmp_path):
     # all-MiniLM-L6-v2: 6 layers, hidden 384, query+value LoRA r=8 (the fallback recipe), regression head
     assert result["params"]["trainable"] == 6 * 2 * (8 * 384 + 384 * 8) + 384 + 1
     assert 22_000_000 < result["params"]["total"] < 23_000_000
+
+
+def test_local_data_path_is_used_and_recorded(tmp_path):
+    """data.path takes a save_to_disk copy of the hub dataset (here: the RTE fixture written to disk)."""
+    from tasks import fixtures
+
+    fixtures.glue_raw("rte").save_to_disk(str(tmp_path / "rte"))
+    result = run(["task=glue/rte", "peft=capaboost_lora", "trainer.max_steps=1", "data=hub",
+                  f"data.path={tmp_path / 'rte'}"], tmp_path / "runs")
+    assert result["config"]["data"]["source"] == "path"
+    assert result["config"]["data"]["path"] == str(tmp_path / "rte")
+    assert set(result["metrics"]) == {"accuracy"}
