@@ -244,6 +244,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
+    if info.distributed:  # every rank looks for checkpoints only after rank 0 cleared a forced run
+        torch.distributed.barrier()
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
     checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
     if checkpoint:
