@@ -174,3 +174,10 @@ def test_local_data_path_is_used_and_recorded(tmp_path):
     assert result["config"]["data"]["source"] == "path"
     assert result["config"]["data"]["path"] == str(tmp_path / "rte")
     assert set(result["metrics"]) == {"accuracy"}
+
+
+def test_masks_follow_the_mask_seed_not_the_training_seed(tmp_path):
+    digests = {(seed, mask_seed): run(["task=glue/cola", "peft=capaboost_lora", "trainer.max_steps=1",
+                                       f"seed={seed}", f"mask_seed={mask_seed}"], tmp_path)["mask_digest"]
+               for seed, mask_seed in [(1, 0), (2, 0), (1, 5)]}
+    assert digests[(1, 0)] == digests[(2, 0)] != digests[(1, 5)]
