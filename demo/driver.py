@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import afinn, capacity
+from . import afinn, capacity, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "demo"
@@ -119,10 +119,10 @@ def sweep(runs: list[Run], logs: Path, workers: int) -> list[tuple[Run, int, Pat
     logs.mkdir(parents=True, exist_ok=True)
     todo = [r for r in runs if not r.finished()]
     total, done = len(runs), len(runs) - len(todo)
-    log(f"sweep {SWEEP}: {total} runs, {done} already finished, {len(todo)} to run "
-        f"({workers} at a time, {max(1, 2 // workers)} thread(s) each); logs in {logs}")
-    failures = []
     threads = max(1, (os.cpu_count() or 2) // workers)
+    log(f"sweep {SWEEP}: {total} runs, {done} already finished, {len(todo)} to run "
+        f"({workers} at a time, {threads} thread(s) each); logs in {logs}")
+    failures = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_launch, r, logs, threads) for r in todo]
         for fut in as_completed(futures):
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     table_files = sorted((out / "tables").glob("*.md")) if (out / "tables").is_dir() else []
     for path in table_files:
         log(f"\n--- {path}\n{path.read_text().strip()}")
+    summary = compare.write(out / "runs", out / "demo_summary.md")
+    log(f"\n--- {out / 'demo_summary.md'}\n{summary.strip()}")
 
     if not args.skip_capacity:
         log("== 5/5 synthetic capacity check (fit a random full-rank update; rank of dW vs d)")

@@ -202,8 +202,28 @@ def test_fast_demo_end_to_end(tmp_path: Path) -> None:
     assert tables and "CapaBoost" in tables[0].read_text()
     assert (tmp_path / "figures" / "capacity.png").is_file()
     assert (tmp_path / "capacity.json").is_file()
+    assert "CapaBoost r=8 d=2" in (tmp_path / "demo_summary.md").read_text()
     assert "total wall time" in proc.stdout
     # re-running skips the finished runs
     again = subprocess.run([sys.executable, "scripts/demo.py", "--fast", "--out", str(tmp_path),
                             "--skip-capacity"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "4 already finished, 0 to run" in again.stdout
+
+
+def test_matched_parameter_summary(tmp_path: Path) -> None:
+    from demo import compare
+
+    scores = {("lora", 6, 1): [0.90, 0.92, 0.94], ("capaboost_lora", 8, 2): [0.95, 0.96, 0.97]}
+    for (peft, r, d), xs in scores.items():
+        for seed, x in zip((42, 43, 44), xs, strict=True):
+            run = tmp_path / f"{peft}-{seed}"
+            run.mkdir()
+            (run / "result.json").write_text(json.dumps({
+                "task": "glue/sst2", "peft": peft, "d": d, "seed": seed, "status": "completed",
+                "main_metric": "accuracy", "best": {"accuracy": x}, "hparams": {"r": r},
+                "params": {"effective": 1000}, "config": {"peft": {"r": r}}}))
+    text = compare.summarize(tmp_path)
+    lora_mean, lora_std = 100 * np.mean(scores[("lora", 6, 1)]), 100 * np.std(scores[("lora", 6, 1)], ddof=1)
+    assert f"accuracy {lora_mean:.2f} ± {lora_std:.2f} (n=3)" in text
+    gap = 100 * (np.mean(scores[("capaboost_lora", 8, 2)]) - np.mean(scores[("lora", 6, 1)]))
+    assert f"gap {gap:+.2f}" in text and "CapaBoost better" in text
