@@ -28,3 +28,15 @@ def rank_bound(d: int, r: int, shape: tuple[int, int]) -> int:
 def expected_fraction(d: int, density: float) -> float:
     """Expected share of a weight that at least one of d independent masks keeps."""
     return 1.0 - (1.0 - density) ** d
+
+
+def rank_summary(model: nn.Module) -> dict[str, float] | None:
+    """Measured rank of every LoRA delta W in a model (None without LoRA layers), for Fig. 1."""
+    from .lora import LoRALinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    if not layers:
+        return None
+    ranks = [delta_rank(m) for m in layers]
+    bound = min(rank_bound(m.d, m.r, tuple(m.base_layer.weight.shape)) for m in layers)
+    return {"min": min(ranks), "mean": sum(ranks) / len(ranks), "max": max(ranks), "bound": bound}

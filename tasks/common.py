@@ -283,7 +283,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
         "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
-        "mask_digest": digest, "world_size": info.world_size,
+        "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "run_dir": str(run_dir), "history": history,

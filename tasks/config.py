@@ -299,10 +299,12 @@ def resolve(cfg: DictConfig) -> RunSpec:
           "prefix_hidden": hparams["prefix_hidden"],
           "target_modules": peft["target_modules"]}
 
-    hashed = {k: v for k, v in c.items() if k not in _NOT_HASHED and k != "recipe"}
-    hashed["hparams"] = hparams  # the recipe section actually used, after overrides
-    hashed["trainer"] = {k: v for k, v in trainer.items() if k not in ("progress", "logging_steps",
-                                                                       "num_workers", "save_total_limit")}
+    # Hash resolved values only: `peft.r=8` on the command line and a recipe's r=8 are the same run.
+    raw = ("recipe", "d", "density", "mask", "mask_seed", "peft", "trainer")
+    hashed = {k: v for k, v in c.items() if k not in _NOT_HASHED + raw}
+    hashed.update(peft=peft["name"], capaboost=cb, hparams=hparams)
+    hashed["trainer"] = {k: v for k, v in trainer.items() if k not in overrides and k not in (
+        "progress", "logging_steps", "num_workers", "save_total_limit")}
     readable = f"d{d}_p{_fmt(density)}_{mask}_s{c['seed']}_m{c['mask_seed']}"
     run_dir = (Path(c["runs_root"]) / task["name"] / model["name"] / peft["name"]
                / f"{readable}-{_digest(hashed)}")

@@ -73,3 +73,20 @@ def test_expected_fraction() -> None:
     assert expected_fraction(2, 0.5) == 0.75 and expected_fraction(1, 0.3) == pytest.approx(0.3)
     union = make_masks((100, 100), 3, 0.3, "random", seed=0).any(0).double().mean()
     assert abs(float(union) - expected_fraction(3, 0.3)) < 0.01
+
+
+def test_rank_summary_over_a_model() -> None:
+    """Every layer's rank by numpy SVD (the oracle) vs the model-wide summary written to result.json."""
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    assert capaboost.analysis.rank_summary(model)["max"] == 0  # B starts at zero: no update yet
+    randomize_lora_B(model)
+    def delta64(layer: LoRALinear) -> np.ndarray:  # sum of masked products, in float64 (no fp32 noise)
+        a, b = layer.lora_A.detach().double().numpy(), layer.lora_B.detach().double().numpy()
+        pairs = zip(layer.mask_A, layer.mask_B, strict=True)
+        return sum((b * mb.numpy()) @ (a * ma.numpy()) for ma, mb in pairs)
+
+    ranks = [np.linalg.matrix_rank(delta64(layer)) for layer in lora_layers(model).values()]
+    summary = capaboost.analysis.rank_summary(model)
+    assert summary == {"min": min(ranks), "mean": float(np.mean(ranks)), "max": max(ranks), "bound": 8}
+    assert summary["min"] == 8
+    assert capaboost.analysis.rank_summary(tiny_roberta()) is None
