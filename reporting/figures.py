@@ -60,10 +60,9 @@ def _params_pct(cells: dict[str, Cell]) -> float | None:
 
 
 def _measured_rank(cells: dict[str, Cell]) -> float | None:
-    """A rank the runner measured (capaboost.analysis.delta_rank), if the result carries one."""
-    ranks = [r.get("rank", r.get("analysis", {}).get("delta_rank") if isinstance(r.get("analysis"), dict)
-                    else None) for c in cells.values() for r in c.runs.values()]
-    ranks = [x for x in ranks if isinstance(x, (int, float))]
+    """The mean rank of delta W the runner measured (result["rank"] = capaboost.analysis.rank_summary)."""
+    ranks = [r["rank"]["mean"] for c in cells.values() for r in c.runs.values()
+             if isinstance(r.get("rank"), dict) and isinstance(r["rank"].get("mean"), (int, float))]
     return math.fsum(ranks) / len(ranks) if ranks else None
 
 

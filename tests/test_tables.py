@@ -231,3 +231,19 @@ def test_paper_value_not_beside_several_rows(tmp_path: Path) -> None:
     make_tables([runs], tmp_path / "out", paper_dir=paper, figures=False)
     md = (tmp_path / "out" / "tables" / "glue_roberta_base.md").read_text()
     assert "(paper 61.50)" not in md and md_row(md, "LoRA (paper)")[1] == "61.50"
+
+
+def test_fig1_plots_the_measured_rank(tmp_path: Path) -> None:
+    """result["rank"] (capaboost.analysis.rank_summary) wins over the d*r bound of Thm 3.1."""
+    runs = tmp_path / "runs"
+    for peft, d, measured in [("lora", 1, 7.5), ("capaboost_lora", 2, 15.0)]:
+        for seed in (42, 43):
+            r = result("glue/cola", peft, seed, {"mcc": 0.6}, r=8, d=d)
+            r["rank"] = {"min": measured, "mean": measured, "max": measured, "bound": 8 * d}
+            put(runs, f"{peft}-{seed}", r)
+    make_tables([runs], tmp_path / "out")
+    csvs = list((tmp_path / "out" / "figures").glob("fig1_rank_params*.csv"))
+    assert len(csvs) == 1
+    ranks = {p["series"].split(" density")[0]: float(p["y"]) for p in csv.DictReader(csvs[0].open())
+             if p["panel"] == "rank"}
+    assert ranks == {"LoRA": 7.5, "CapaBoost-LoRA d=2": 15.0}
