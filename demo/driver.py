@@ -129,6 +129,8 @@ def sweep(runs: list[Run], logs: Path, workers: int) -> list[tuple[Run, int, Pat
             run, rc, secs, log_path = fut.result()
             done += 1
             result = run.finished()
+            if rc == 0 and result is None:
+                result = _moved(run, log_path)
             if rc == 0 and result:
                 main = result["main_metric"]
                 log(f"[{done:>3}/{total}] ok   {run.label}  {main} {result['best'][main]:.4f} "
@@ -137,6 +139,22 @@ def sweep(runs: list[Run], logs: Path, workers: int) -> list[tuple[Run, int, Pat
                 failures.append((run, rc, log_path))
                 log(f"[{done:>3}/{total}] FAIL {run.label}  exit {rc} after {secs:.0f}s -> {log_path}")
     return failures
+
+
+def _moved(run: Run, log_path: Path) -> dict[str, Any] | None:
+    """A run that exited 0 but wrote elsewhere than planned (the runner's run-dir rule changed
+    under a running demo): take the path it printed, and say so."""
+    for line in reversed(log_path.read_text(errors="replace").splitlines()):
+        if line.startswith("done ") and " -> " in line:
+            path = Path(line.rsplit(" -> ", 1)[1].strip())
+            path = path if path.is_absolute() else ROOT / path
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            log(f"  note: {run.label} wrote {path}, not the planned {run.result_path}")
+            return result if result.get("status") == "completed" else None
+    return None
 
 
 def report_failures(failures: list[tuple[Run, int, Path]]) -> None:
