@@ -12,6 +12,7 @@ buffer broadcasting (see ``trainer_overrides``).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -132,6 +133,7 @@ def setup(timeout_s: int = 1800) -> DistInfo:
         if cuda:
             torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        atexit.register(_destroy)
     return info
 
 
@@ -150,11 +152,23 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def teardown() -> None:
-    """Leave the group at the end of a run (torch warns about groups left open at exit)."""
+def teardown(info: DistInfo | None = None) -> None:
+    """End of one run: every rank waits for the others (rank 0 has just written result.json).
+
+    The group itself stays: the next run of a multirun in this process (``torchrun run.py -m``)
+    reuses it, since creating a group again under one torchrun can race on its rendezvous store
+    (measured: the second job hung). It is destroyed when the interpreter exits.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized() and (info is None or info.distributed):
+        dist.barrier()
+
+
+def _destroy() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -304,8 +304,9 @@ def cli_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
     base = tmp_path_factory.mktemp("cli")
     run_py, torchrun = str(ROOT / "run.py"), str(Path(sys.executable).with_name("torchrun"))
     commands = {
-        "torchrun": [torchrun, "--nproc_per_node=2", f"--master_port={_free_port()}", run_py, *CLI,
-                     "logger=wandb"],
+        # a two-job multirun: the second job must reuse the first one's process group
+        "torchrun": [torchrun, "--nproc_per_node=2", f"--master_port={_free_port()}", run_py, "-m", *CLI,
+                     "logger=wandb", "peft=capaboost_lora,lora", f"hydra.sweep.dir={base / 'tr_sweep'}"],
         "submitit": [sys.executable, run_py, "-m", *CLI, "logger=none", "hydra/launcher=submitit_local",
                      "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={base / 'sweep'}"],
     }
@@ -317,14 +318,19 @@ def cli_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
     finally:
         out = {"one": (base / "one", subprocess.CompletedProcess(["run.py"], 0, ""))}
         for name, proc in procs.items():
-            stdout, _ = proc.communicate(timeout=900)
+            try:
+                stdout, _ = proc.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout = proc.communicate()[0] + "\nTIMED OUT (a rank waiting for the others?)"
             out[name] = (base / name, subprocess.CompletedProcess(proc.args, proc.returncode, stdout))
     return out
 
 
-def _only_result(root: Path, log: subprocess.CompletedProcess) -> tuple[dict, Path]:
+def _only_result(root: Path, log: subprocess.CompletedProcess,
+                 peft: str = "capaboost_lora") -> tuple[dict, Path]:
     assert log.returncode == 0, log.stdout[-4000:]
-    results = list(root.rglob("result.json"))
+    results = list(root.rglob(f"{peft}/*/result.json"))
     assert len(results) == 1, results
     assert not [p for p in root.rglob("*") if ".tmp" in p.name], "a temp file was left behind"
     return json.loads(results[0].read_text()), results[0].parent
@@ -357,7 +363,10 @@ def test_torchrun_two_ranks_equal_one_process(cli_runs):
     ddp = _compare_with_one_process(cli_runs, "torchrun")
     run_dir = Path(ddp["run_dir"])
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # W&B from rank 0 only
-    assert cli_runs["torchrun"][1].stdout.count("done vtab/patch_camelyon") == 1  # one summary line, rank 0's
+    log = cli_runs["torchrun"][1].stdout
+    assert log.count("done vtab/patch_camelyon tiny capaboost_lora") == 1  # one summary line, rank 0's
+    lora, _ = _only_result(*cli_runs["torchrun"], peft="lora")  # the multirun's second job
+    assert (lora["world_size"], lora["d"], lora["status"]) == (2, 1, "completed")
 
 
 @pytest.mark.slow
