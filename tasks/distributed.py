@@ -156,8 +156,8 @@ def teardown(info: DistInfo | None = None) -> None:
     """End of one run: every rank waits for the others (rank 0 has just written result.json).
 
     The group itself stays: the next run of a multirun in this process (``torchrun run.py -m``)
-    reuses it, since creating a group again under one torchrun can race on its rendezvous store
-    (measured: the second job hung). It is destroyed when the interpreter exits.
+    reuses it. Destroying and re-creating it hung that second job (measured: one rank inside
+    init_process_group, the other already past it). It is destroyed when the interpreter exits.
     """
     import torch.distributed as dist
 
