@@ -102,8 +102,9 @@ def _quantile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=4, method="inclusive")[int(q * 4) - 1] if len(xs) > 1 else xs[0]
 
 
-def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], built: dict[str, R.Row],
-              memory: dict[str, dict[str, Any]], opt_bytes: dict[str, int]) -> list[dict[str, Any]]:
+def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], cpu: dict[str, list[float]],
+              built: dict[str, R.Row], memory: dict[str, dict[str, Any]],
+              opt_bytes: dict[str, int]) -> list[dict[str, Any]]:
     refs = {s.group: s.name for s in specs if s.reference}
     floor = next((s.name for s in specs if s.kind == "floor"), None)
     out = []
@@ -115,6 +116,8 @@ def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], built: dict
             "step_ms_q25": 1e3 * _quantile(t, 0.25), "step_ms_q75": 1e3 * _quantile(t, 0.75),
             "ratio_to_reference": statistics.median(t) / statistics.median(ref),
             "ratio_to_reference_paired": statistics.median(a / b for a, b in zip(t, ref, strict=True)),
+            "cpu_ms_median": 1e3 * statistics.median(cpu[s.name]),
+            "cpu_ratio_to_reference": statistics.median(cpu[s.name]) / statistics.median(cpu[refs[s.group]]),
             "overhead_ms_vs_floor": (
                 1e3 * statistics.median(a - b for a, b in zip(t, times[floor], strict=True))
                 if s.train and floor else None),
@@ -124,7 +127,7 @@ def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], built: dict
             "optimizer_state_bytes": opt_bytes[s.name],
             "peak_mem_bytes": memory.get(s.name, {}).get("peak_bytes"),
             "peak_mem_method": memory.get(s.name, {}).get("method"),
-            "step_s": t,
+            "step_s": t, "cpu_s": cpu[s.name],
         }
         out.append(rec)
     return out
@@ -145,7 +148,10 @@ def targets(records: list[dict[str, Any]]) -> dict[str, Any]:
     checks = {
         "capaboost-lora d=2 / peft-lora r=8 step": (ratio("capaboost-lora r=8 d=2 p=0.5", "peft-lora r=8"),
                                                    1.05),
+        "  same, process CPU time": (ratio("capaboost-lora r=8 d=2 p=0.5", "peft-lora r=8", "cpu_ms_median"),
+                                    1.05),
         "capaboost-lora d=4 / official-lora d=4 step": (ratio(cb4, off4), 0.6),
+        "  same, process CPU time ": (ratio(cb4, off4, "cpu_ms_median"), 0.6),
         "capaboost-lora d=4 / official-lora d=4 overhead over floor": (
             ratio(cb4, off4, "overhead_ms_vs_floor"), 0.6),
         "capaboost-lora d=4 / d=1 optimizer state": (ratio(cb4, cb1, "optimizer_state_bytes"), 1.0),
@@ -157,7 +163,8 @@ def targets(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = (f"{'row':36} {'step ms':>9} {'IQR ms':>15} {'x ref':>6} {'paired':>6} {'+ms/floor':>9} "
+    head = (f"{'row':36} {'step ms':>9} {'IQR ms':>15} {'x ref':>6} {'paired':>6} {'cpu ms':>8} {'x ref':>6} "
+            f"{'+ms/floor':>9} "
             f"{'peak MB':>8} {'trainable':>10} {'effective':>10} {'optim KB':>9}")
     lines, group = [head, "-" * len(head)], None
     for r in records:
@@ -168,7 +175,8 @@ def table(records: list[dict[str, Any]]) -> str:
         peak = f"{r['peak_mem_bytes'] / 2**20:8.1f}" if r["peak_mem_bytes"] is not None else f"{'-':>8}"
         iqr = f"{r['step_ms_q25']:.1f}-{r['step_ms_q75']:.1f}"
         lines.append(f"{r['name']:36} {r['step_ms_median']:9.1f} {iqr:>15} {r['ratio_to_reference']:6.3f} "
-                     f"{r['ratio_to_reference_paired']:6.3f} {over} {peak} {r['trainable_params']:10d} "
+                     f"{r['ratio_to_reference_paired']:6.3f} {r['cpu_ms_median']:8.1f} "
+                     f"{r['cpu_ratio_to_reference']:6.3f} {over} {peak} {r['trainable_params']:10d} "
                      f"{r['effective_params']:10d} {r['optimizer_state_bytes'] / 1024:9.1f}")
     return "\n".join(lines)
 
@@ -182,10 +190,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark; torch's thread count is restored afterwards (the tests call this in-process)."""
+    previous = torch.get_num_threads()
+    try:
+        if args.threads or args.quick:  # quick: tiny ops, where a 2nd thread on a loaded machine only waits
+            torch.set_num_threads(args.threads or 1)
+        return _run(args, torch.get_num_threads())
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace, threads: int) -> dict[str, Any]:
     started = time.time()
-    if args.threads or args.quick:  # quick: tiny ops, where a 2nd thread on a loaded machine only waits
-        torch.set_num_threads(args.threads or 1)
-    threads = torch.get_num_threads()
     shape, steps, warmup = settings(args)
     specs = select(R.default_rows(), args.rows)
     device = args.device
@@ -207,10 +223,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         memory = {name: measure.cuda_peak(row, args.mem_steps, device) for name, row in built.items()}
 
     t0 = time.time()
-    times = measure.interleaved({n: r.step for n, r in built.items()}, steps, warmup, device, args.seed)
+    times, cpu = measure.interleaved({n: r.step for n, r in built.items()}, steps, warmup, device, args.seed)
     print(f"bench: timing {time.time() - t0:.0f} s", flush=True)
     opt_bytes = {n: R.optimizer_state_bytes(r.optimizer) for n, r in built.items()}
-    records = summarise(specs, times, built, memory, opt_bytes)
+    records = summarise(specs, times, cpu, built, memory, opt_bytes)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": time.time() - started,

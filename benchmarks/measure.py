@@ -34,28 +34,33 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], None], device: str) -> float:
+def timed(fn: Callable[[], None], device: str) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call. On a shared machine the CPU time of the process is
+    the steadier number: other tenants stretch the wall clock, much less the work done."""
     _sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def interleaved(steps: dict[str, Callable[[], None]], rounds: int, warmup: int, device: str,
-                seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per step of each row: ``warmup`` untimed steps each, then ``rounds`` rounds that
-    run every row once in a fresh random order."""
+                seed: int = 0) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall, CPU) seconds per step of each row: ``warmup`` untimed steps each, then ``rounds``
+    rounds that run every row once in a fresh random order."""
     for _ in range(warmup):
         for fn in steps.values():
             fn()
     order, rng = list(steps), random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         rng.shuffle(order)
         for name in order:
-            times[name].append(timed(steps[name], device))
-    return times
+            w, c = timed(steps[name], device)
+            wall[name].append(w)
+            cpu[name].append(c)
+    return wall, cpu
 
 
 # ---------------------------------------------------------------- memory

@@ -46,7 +46,7 @@ def default_rows() -> list[RowSpec]:
     rows += [RowSpec(f"capaboost-lora r=8 d={d} p=0.5", "lora", cb, d=d, density=0.5) for d in (1, 2, 4)]
     rows += [RowSpec(f"peft-lora r={8 * d}", "lora", "peft-lora", r=8 * d) for d in (2, 4)]
     rows += [RowSpec(f"official-lora r=8 d={d} p=0.5", "lora", off, d=d, density=0.5) for d in (2, 4)]
-    rows += [RowSpec("frozen backbone, no adapter", "lora", "floor")]
+    rows += [RowSpec("floor: frozen backbone, q/v biases", "lora", "floor")]
     rows += [RowSpec("padapter vanilla (d=1 p=1)", "padapter", cb, "padapter", reference=True)]
     rows += [RowSpec(f"capaboost-padapter d={d} p=0.5", "padapter", cb, "padapter", d, 0.5)
              for d in (1, 2, 4)]
@@ -96,14 +96,15 @@ def make_batch(shape: Shape, device: str, seed: int = 0) -> dict[str, torch.Tens
             "labels": labels.to(device)}
 
 
-_HEAD = "classifier."
+_OWN = ("classifier.", "attention.self.query.bias", "attention.self.value.bias")
 _ATTN = ("attention.self.query.weight", "attention.self.value.weight")
 
 
 def _share(template: nn.Module, own: tuple[str, ...] = ()) -> nn.Module:
-    """A copy of ``template`` that shares its backbone tensors (not the head, not ``own``)."""
+    """A copy of ``template`` that shares its backbone tensors (not the head, the floor row's q/v
+    biases or ``own``): every row can then set requires_grad on its own trainables."""
     memo = {id(p): p for n, p in template.named_parameters()
-            if not n.startswith(_HEAD) and not n.endswith(own)}
+            if not n.startswith(_OWN[0]) and not n.endswith(_OWN[1:] + own)}
     return copy.deepcopy(template, memo)
 
 
@@ -126,9 +127,13 @@ def build_row(spec: RowSpec, template: nn.Module, batch: dict[str, torch.Tensor]
                               target_modules=["query", "value"])
         model = peft.get_peft_model(model, cfg)
     elif spec.kind == "floor":
+        # The least a q/v adapter forces on autograd: dL/d(q, v output) in every layer, layer 0 included,
+        # but no dL/dx below it. Training only the q/v biases (and the head) asks exactly that.
         model.requires_grad_(False)
         model.classifier.requires_grad_(True)
-        model.enable_input_require_grads()  # backward runs through every layer, as with LoRA on layer 0
+        for name, p in model.named_parameters():
+            if name.endswith(("attention.self.query.bias", "attention.self.value.bias")):
+                p.requires_grad_(True)
     elif spec.kind == "base-infer":
         model.requires_grad_(False)
     else:
