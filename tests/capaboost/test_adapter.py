@@ -12,7 +12,13 @@ from torch import nn
 import capaboost
 from capaboost import CapaBoostConfig, MaskedBottleneck, PfeifferOutput
 from capaboost.masks import make_masks
-from tests.capaboost.tiny import TEXT_MODELS, batch, labels, snapshot, tiny_roberta
+from tests.capaboost.tiny import (
+    TEXT_MODELS,
+    batch,
+    logits_pair,
+    one_step_changes,
+    tiny_roberta,
+)
 
 
 @pytest.fixture
@@ -104,16 +110,10 @@ def test_d1_equals_reference_pfeiffer(float64, family: str, train: bool) -> None
             setattr(ref.get_submodule(parent), child, RefPfeiffer(ref.get_submodule(name), down, up))
             pairs.append((a, down, up))
     assert len(pairs) == 2  # one adapter per layer, after the FFN output only
-    ours.train(train)
-    ref.train(train)
-    inputs = batch()
-    torch.manual_seed(5)
-    y_ours = ours(**inputs).logits
-    torch.manual_seed(5)
-    y_ref = ref(**inputs).logits
+    y_ours, y_ref = logits_pair(ours, ref, train, seed=5)
     torch.testing.assert_close(y_ours, y_ref, atol=1e-6, rtol=0)
     with torch.no_grad():
-        assert (y_ours - base.eval()(**inputs).logits).abs().max() > 1e-3
+        assert (y_ours - base.eval()(**batch()).logits).abs().max() > 1e-3
     w = torch.randn(y_ours.shape, generator=g)
     (y_ours * w).sum().backward()
     (y_ref * w).sum().backward()
@@ -126,16 +126,10 @@ def test_d1_equals_reference_pfeiffer(float64, family: str, train: bool) -> None
 def test_one_step_changes_only_peft_and_head() -> None:
     model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="padapter", d=2, density=0.5,
                                                             reduction_factor=4))
-    before = snapshot(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".adapter." in n or n.startswith("classifier.") for n in trainable)
     assert any(n.startswith("classifier.") for n in trainable)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    F.cross_entropy(model(**batch()).logits, labels()).backward()
-    opt.step()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed == trainable
+    assert one_step_changes(model) == trainable
 
 
 def test_effective_count_is_mask_union() -> None:

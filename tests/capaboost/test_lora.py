@@ -12,7 +12,15 @@ from torch import nn
 import capaboost
 from capaboost import CapaBoostConfig, LoRALinear
 from capaboost.masks import make_masks
-from tests.capaboost.tiny import batch, labels, lora_layers, randomize_lora_B, tiny_roberta, tiny_vit
+from tests.capaboost.tiny import (
+    batch,
+    labels,
+    logits_pair,
+    lora_layers,
+    randomize_lora_B,
+    tiny_roberta,
+    tiny_vit,
+)
 
 
 @pytest.fixture
@@ -49,14 +57,8 @@ def test_d1_equals_peft_lora(float64, dropout: float, train: bool) -> None:
                 their.copy_(value)
         pairs.append((layer, peft_layer))
     assert len(pairs) == 6
-    ours.train(train)
-    theirs.train(train)
-    inputs = batch()
-    torch.manual_seed(123)
-    y_ours = ours(**inputs).logits
-    torch.manual_seed(123)
-    y_theirs = theirs(**inputs).logits
-    y_base = base(**inputs).logits
+    y_ours, y_theirs = logits_pair(ours, theirs, train, seed=123)
+    y_base = base(**batch()).logits
     assert (y_ours - y_base).abs().max() > 1e-3  # the adapters matter
     torch.testing.assert_close(y_ours, y_theirs, atol=1e-6, rtol=0)
     w = torch.randn(y_ours.shape, generator=g)

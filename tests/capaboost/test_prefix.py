@@ -11,7 +11,13 @@ from torch import nn
 
 import capaboost
 from capaboost import CapaBoostConfig
-from tests.capaboost.tiny import TEXT_MODELS, batch, labels, snapshot, tiny_roberta
+from tests.capaboost.tiny import (
+    TEXT_MODELS,
+    batch,
+    logits_pair,
+    one_step_changes,
+    tiny_roberta,
+)
 
 LENGTH, WIDTH = 4, 16
 
@@ -76,13 +82,7 @@ def _pair(family: str, d: int, density: float, dropout: float = 0.0):
                          ids=["vanilla-eval", "vanilla-train", "d2", "d3-train"])
 def test_prefix_equals_reference(float64, family: str, d: int, density: float, train: bool) -> None:
     ours, theirs, pairs = _pair(family, d, density, dropout=0.1 if train else 0.0)
-    ours.train(train)
-    theirs.train(train)
-    inputs = batch()
-    torch.manual_seed(3)
-    y_ours = ours(**inputs).logits
-    torch.manual_seed(3)
-    y_theirs = theirs(**inputs).logits
+    y_ours, y_theirs = logits_pair(ours, theirs, train, seed=3)
     torch.testing.assert_close(y_ours, y_theirs, atol=1e-6, rtol=0)
     w = torch.randn(y_ours.shape, generator=torch.Generator().manual_seed(1))
     (y_ours * w).sum().backward()
@@ -106,13 +106,7 @@ def test_one_step_changes_only_prefix_and_head() -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("prompt_encoder.") or ".modules_to_save." in n for n in trainable)
     assert any(".modules_to_save." in n for n in trainable)
-    before = snapshot(model)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    F.cross_entropy(model(**batch()).logits, labels()).backward()
-    opt.step()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed == trainable
+    assert one_step_changes(model) == trainable
 
 
 def test_effective_count() -> None:

@@ -85,3 +85,26 @@ def randomize_lora_B(model: nn.Module, std: float = 0.1, seed: int = 3) -> None:
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def one_step_changes(model: nn.Module) -> set[str]:
+    """Names of the parameters one AdamW step on a tiny classification batch actually changes."""
+    import torch.nn.functional as F
+
+    before = snapshot(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    F.cross_entropy(model(**batch()).logits, labels()).backward()
+    opt.step()
+    return {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+
+def logits_pair(a: nn.Module, b: nn.Module, train: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both models' logits on one batch, each under the same dropout RNG state."""
+    a.train(train)
+    b.train(train)
+    inputs = batch()
+    torch.manual_seed(seed)
+    y_a = a(**inputs).logits
+    torch.manual_seed(seed)
+    return y_a, b(**inputs).logits
