@@ -21,14 +21,6 @@ from tests.capaboost.tiny import (
 )
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _bottleneck(d: int, density: float, kind: str, activation: nn.Module) -> MaskedBottleneck:
     torch.manual_seed(0)
     module = MaskedBottleneck(16, 8, 12, make_masks((8, 16), d, density, kind, seed=1),

@@ -23,14 +23,6 @@ from tests.capaboost.tiny import (
 )
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 # ---------------------------------------------------------------- 1. d=1, density=1 is PEFT LoRA
 @pytest.mark.parametrize("dropout, train", [(0.0, False), (0.0, True), (0.1, True)],
                          ids=["eval", "train", "train-dropout"])

@@ -22,14 +22,6 @@ from tests.capaboost.tiny import (
 LENGTH, WIDTH = 4, 16
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def _peft_prefix(base: nn.Module) -> nn.Module:
     from peft import PrefixTuningConfig, get_peft_model
 
