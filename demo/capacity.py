@@ -116,21 +116,26 @@ def run(setup: Setup, out_dir: Path | str, progress: bool = True) -> dict[str, A
     rows: list[dict[str, Any]] = []
     same: list[dict[str, Any]] = []
     bar = _bar(len(jobs) * setup.trials + setup.trials, progress)
-    for trial in range(setup.trials):
-        problem = make_problem(setup.dim, setup.samples, seed=1000 + trial)
-        for kind, r, d, density in jobs:
-            row = fit(problem, r, d, density, setup, seed=trial)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 64x64 matmuls: extra threads only add sync cost (10x slower on a busy box)
+    try:
+        for trial in range(setup.trials):
+            problem = make_problem(setup.dim, setup.samples, seed=1000 + trial)
+            for kind, r, d, density in jobs:
+                row = fit(problem, r, d, density, setup, seed=trial)
+                row.pop("delta")
+                row.update(kind=kind, trial=trial, eckart_young=eckart_young(problem["target"], r))
+                rows.append(row)
+                bar.update(1)
+            # ablation: d=2 branches under one *shared* mask -> still rank r (different masks are the point)
+            row = fit(problem, setup.rank_r, 2, setup.density, setup, seed=trial, mask="same")
             row.pop("delta")
-            row.update(kind=kind, trial=trial, eckart_young=eckart_young(problem["target"], r))
-            rows.append(row)
+            same.append({**row, "kind": "same-mask", "trial": trial,
+                         "eckart_young": eckart_young(problem["target"], setup.rank_r)})
             bar.update(1)
-        # ablation: d=2 branches under one *shared* mask -> still rank r (different masks are the point)
-        row = fit(problem, setup.rank_r, 2, setup.density, setup, seed=trial, mask="same")
-        row.pop("delta")
-        same.append({**row, "kind": "same-mask", "trial": trial,
-                     "eckart_young": eckart_young(problem["target"], setup.rank_r)})
-        bar.update(1)
-    bar.close()
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
     summary = _summarise(rows + same, setup)
     result = {"setup": asdict(setup), "runs": rows + same, "summary": summary,
               "equal_params": _equal_params(summary, setup)}
