@@ -258,6 +258,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for s in same:
         bx.scatter([s["d"]] * len(s["rank"]), s["rank"], marker="x", color="C3", zorder=3,
                    label="same mask for every branch")
+    bx.set_xticks([], minor=True)
     bx.set(xscale="log", xticks=dense, xticklabels=[str(d) for d in dense], xlabel="d (branches)",
            ylabel="rank of dW", title="Rank of the learned update vs d (Thm 3.1)")
     bx.legend(fontsize=7)
