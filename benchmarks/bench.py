@@ -1,7 +1,7 @@
 """make bench: train-step time and memory of CapaBoost vs stock PEFT LoRA and the official d-copies scheme.
 
-    .venv/bin/python benchmarks/bench.py                 # RoBERTa-base width, 3 layers (< 10 min, 2 cores)
-    .venv/bin/python benchmarks/bench.py --layers 12     # the full RoBERTa-base (about 25 min on 2 cores)
+    .venv/bin/python benchmarks/bench.py                 # RoBERTa-base width, 2 layers, 1 thread (< 10 min)
+    .venv/bin/python benchmarks/bench.py --layers 12 --threads 2   # the full RoBERTa-base (> 30 min here)
     .venv/bin/python benchmarks/bench.py --quick         # tiny model, 3 steps (the test suite)
     .venv/bin/python benchmarks/bench.py --device cuda
 
@@ -30,7 +30,8 @@ import torch  # noqa: E402
 from benchmarks import measure  # noqa: E402
 from benchmarks import rows as R  # noqa: E402
 
-DEFAULT_LAYERS = 3
+DEFAULT_LAYERS = 2
+DEFAULT_THREADS = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-steps", type=int, default=2, help="steps in the peak-memory window (>= 2: "
                    "the optimizer states appear in step 1, coexist with activations from step 2)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's; quick: 1)")
+                   help=f"torch intra-op threads (default {DEFAULT_THREADS})")
     p.add_argument("--rows", default="", help="comma-separated substrings: keep only matching rows "
                    "(the group references are always kept)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-row peak-memory processes")
@@ -106,7 +107,8 @@ def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], cpu: dict[s
               built: dict[str, R.Row], memory: dict[str, dict[str, Any]],
               opt_bytes: dict[str, int]) -> list[dict[str, Any]]:
     refs = {s.group: s.name for s in specs if s.reference}
-    floor = next((s.name for s in specs if s.kind == "floor"), None)
+    floor_spec = next((s for s in specs if s.kind == "floor"), None)  # a q/v floor: LoRA rows only
+    floor = floor_spec.name if floor_spec else None
     out = []
     for s in specs:
         t, ref = times[s.name], times[refs[s.group]]
@@ -120,7 +122,7 @@ def summarise(specs: list[R.RowSpec], times: dict[str, list[float]], cpu: dict[s
             "cpu_ratio_to_reference": statistics.median(cpu[s.name]) / statistics.median(cpu[refs[s.group]]),
             "overhead_ms_vs_floor": (
                 1e3 * statistics.median(a - b for a, b in zip(t, times[floor], strict=True))
-                if s.train and floor else None),
+                if s.train and floor_spec and s.group == floor_spec.group else None),
             "trainable_params": built[s.name].counts["trainable"],
             "effective_params": built[s.name].counts["effective"],
             "total_params": built[s.name].counts["total"],
@@ -193,8 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole benchmark; torch's thread count is restored afterwards (the tests call this in-process)."""
     previous = torch.get_num_threads()
     try:
-        if args.threads or args.quick:  # quick: tiny ops, where a 2nd thread on a loaded machine only waits
-            torch.set_num_threads(args.threads or 1)
+        # One thread unless asked: on a shared machine a 2nd OpenMP thread mostly waits for a core,
+        # which stretches and scatters step times (measured: IQR +-30% with 2 threads, +-5% with 1).
+        torch.set_num_threads(args.threads or DEFAULT_THREADS)
         return _run(args, torch.get_num_threads())
     finally:
         torch.set_num_threads(previous)

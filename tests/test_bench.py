@@ -31,7 +31,8 @@ def test_quick_run_produces_every_row(tmp_path):
         else:
             assert r["peak_mem_bytes"] > 0 and r["optimizer_state_bytes"] > 0
             assert 0 < r["effective_params"] <= r["trainable_params"] < r["total_params"]
-            assert math.isfinite(r["overhead_ms_vs_floor"])
+            if r["group"] == "lora":
+                assert math.isfinite(r["overhead_ms_vs_floor"])
     saved = json.loads((tmp_path / "quick-cpu-2L.json").read_text())
     assert [r["name"] for r in saved["rows"]] == names and saved["torch_threads"] == 1
 
