@@ -247,3 +247,13 @@ def test_fig1_plots_the_measured_rank(tmp_path: Path) -> None:
     ranks = {p["series"].split(" density")[0]: float(p["y"]) for p in csv.DictReader(csvs[0].open())
              if p["panel"] == "rank"}
     assert ranks == {"LoRA": 7.5, "CapaBoost-LoRA d=2": 15.0}
+
+
+def test_no_fig3_without_a_mask_or_density_contrast(tmp_path: Path) -> None:
+    """Runs on a training subset that vary neither mask nor density (the demo) draw no Fig. 3."""
+    runs = tmp_path / "runs"
+    for seed in (42, 43):
+        put(runs, f"one-{seed}", result("glue/sst2", "capaboost_lora", seed, {"accuracy": 0.9},
+                                        train_limit=2000))
+    make_tables([runs], tmp_path / "out")
+    assert not list((tmp_path / "out" / "figures").glob("fig3_masks*"))
