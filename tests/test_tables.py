@@ -253,7 +253,8 @@ def test_no_fig3_without_a_mask_or_density_contrast(tmp_path: Path) -> None:
     """Runs on a training subset that vary neither mask nor density (the demo) draw no Fig. 3."""
     runs = tmp_path / "runs"
     for seed in (42, 43):
-        put(runs, f"one-{seed}", result("glue/sst2", "capaboost_lora", seed, {"accuracy": 0.9},
-                                        train_limit=2000))
+        for d in (2, 4):  # the demo's arms differ in d only
+            put(runs, f"one-{d}-{seed}", result("glue/sst2", "capaboost_lora", seed, {"accuracy": 0.9},
+                                                train_limit=2000, d=d))
     make_tables([runs], tmp_path / "out")
     assert not list((tmp_path / "out" / "figures").glob("fig3_masks*"))
