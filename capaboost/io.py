@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import CapaBoostConfig
 from .lora import LoRALinear
-from .model import apply, peft_modules
+from .model import apply, mask_unions
 
 FORMAT = "capaboost/1"
 
@@ -29,13 +29,9 @@ def _config(model: nn.Module) -> CapaBoostConfig:
     return cfg
 
 
-def _unions(model: nn.Module) -> dict[int, torch.Tensor]:
-    return {id(p): m.any(0) for mod in peft_modules(model).values() for p, m in mod.masked_parameters()}
-
-
 def save(model: nn.Module, path: str | os.PathLike) -> None:
     """Write trainable tensors (masked ones packed to their mask union) + config, atomically."""
-    cfg, unions = _config(model), _unions(model)
+    cfg, unions = _config(model), mask_unions(model)
     tensors, packed = {}, []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -65,7 +61,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     elif model.capaboost_config != cfg:
         raise ValueError(f"checkpoint config {cfg} differs from the model's {model.capaboost_config}")
     tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
-    params, unions = dict(model.named_parameters()), _unions(model)
+    params, unions = dict(model.named_parameters()), mask_unions(model)
     missing = sorted(set(tensors) - set(params))
     if missing:
         raise ValueError(f"checkpoint tensors not in the model: {missing[:5]}")

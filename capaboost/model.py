@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from . import families
@@ -90,6 +91,11 @@ def peft_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, (LoRALinear, MaskedBottleneck))}
 
 
+def mask_unions(model: nn.Module) -> dict[int, torch.Tensor]:
+    """id(parameter) -> entries at least one of its d masks keeps: what trains, counts and is saved."""
+    return {id(p): m.any(0) for mod in peft_modules(model).values() for p, m in mod.masked_parameters()}
+
+
 def _lora_layers(model: nn.Module) -> list[LoRALinear]:
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
     if not layers:
@@ -113,8 +119,7 @@ def unmerge(model: nn.Module) -> nn.Module:
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """trainable: numel with requires_grad; effective: trainable entries some mask keeps
     (the paper's count; unmasked trainables such as the head count fully); total: all."""
-    union = {id(p): int(m.any(0).sum()) for mod in peft_modules(model).values()
-             for p, m in mod.masked_parameters()}
+    union = {key: int(kept.sum()) for key, kept in mask_unions(model).items()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     return {"trainable": sum(p.numel() for p in trainable),
             "effective": sum(union.get(id(p), p.numel()) for p in trainable),
