@@ -75,7 +75,7 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg)
     except ConfigError as error:
         fail(error)
-    from tasks.common import execute  # heavy imports (torch, transformers) only for a valid config
+    from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
     return execute(spec)
 

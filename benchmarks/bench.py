@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks import measure  # noqa: E402
 from benchmarks import rows as R  # noqa: E402
+from capaboost.atomic import write_text  # noqa: E402
 
 DEFAULT_LAYERS = 2
 DEFAULT_THREADS = 1
@@ -184,11 +184,7 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_path
 from .config import CapaBoostConfig
 from .lora import LoRALinear
 from .model import apply, mask_unions
@@ -40,11 +40,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             if union is not None:
                 packed.append(name)
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "packed": json.dumps(packed)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from capaboost.atomic import write_text
+
 LEXICON = "AFINN-en-165.txt"
 STSB_ANCHOR = "a very positive word"
 FORMAT_VERSION = 1  # bump when the conversion changes: stale copies are then rebuilt
@@ -181,6 +183,4 @@ def load_info(root: Path | str) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 
 import capaboost
 from capaboost.analysis import delta_rank, expected_fraction, rank_bound
+from capaboost.atomic import atomic_path, write_text
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ def run(setup: Setup, out_dir: Path | str, progress: bool = True) -> dict[str, A
     result = {"setup": asdict(setup), "runs": rows + same, "summary": summary,
               "equal_params": _equal_params(summary, setup)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "capacity.json", json.dumps(result, indent=2) + "\n")
-    _atomic_write(out_dir / "capacity.md", to_markdown(result))
+    write_text(out_dir / "capacity.json", json.dumps(result, indent=2) + "\n")
+    write_text(out_dir / "capacity.md", to_markdown(result))
     plot(result, out_dir / "figures" / "capacity.png")
     return result
 
@@ -263,17 +263,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
            ylabel="rank of dW", title="Rank of the learned update vs d (Thm 3.1)")
     bx.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _bar(total: int, enabled: bool):

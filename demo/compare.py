@@ -7,10 +7,11 @@ so a difference smaller than the noise is called what it is.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
+
+from capaboost.atomic import write_text
 
 # (CapaBoost arm, LoRA arm of the same or larger effective size): arms are (peft, r, d)
 PAIRS = ((("capaboost_lora", 8, 2), ("lora", 6, 1)), (("capaboost_lora", 8, 4), ("lora", 8, 1)))
@@ -83,8 +84,5 @@ def summarize(runs_root: Path | str) -> str:
 def write(runs_root: Path | str, out: Path) -> str:
     text = "# Demo: LoRA vs CapaBoost-LoRA on AFINN-165 (MiniLM-L6, best epoch, report split)\n\n" \
         + summarize(runs_root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    write_text(out, text)
     return text

@@ -7,8 +7,9 @@ from typing import Any
 from transformers import DataCollatorWithPadding
 
 from tasks import models
-from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
 from tasks.config import RunSpec
+from tasks.evaluation import EvalSplit, eval_splits
+from tasks.runner import Job, data_source
 
 
 def _encode(batch: dict[str, list], tokenizer: Any, keys: list[str], max_length: int) -> dict[str, list]:
@@ -38,9 +39,7 @@ def prepare(spec: RunSpec) -> Job:
     def scorer(p: Any) -> dict[str, float]:
         return glue_metrics(task, p.predictions, p.label_ids)
 
-    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
-    evals = {name: EvalSplit(tokenised(eval_limit(raw[name], data["eval_limit"])), scorer)
-             for name in raw if name != "train" and name not in aliases}
+    evals, aliases = eval_splits(raw, data["eval_limit"], lambda ds: EvalSplit(tokenised(ds), scorer))
     return Job(model=model, train=tokenised(raw["train"]), evals=evals,
                collator=DataCollatorWithPadding(tokenizer), label_names=["labels"],
                select_score=partial(selection_score, task), selection_metric=schema.selection,

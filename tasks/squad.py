@@ -12,8 +12,9 @@ from typing import Any
 from transformers import default_data_collator
 
 from tasks import models
-from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
 from tasks.config import RunSpec
+from tasks.evaluation import EvalSplit, eval_splits
+from tasks.runner import Job, data_source
 
 LABELS = ["start_positions", "end_positions"]
 KEEP = ("example_id", "offset_mapping")
@@ -49,9 +50,7 @@ def prepare(spec: RunSpec) -> Job:
 
         return EvalSplit(model_inputs, scorer)
 
-    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
-    evals = {name: split(eval_limit(raw[name], data["eval_limit"]))
-             for name in raw if name != "train" and name not in aliases}
+    evals, aliases = eval_splits(raw, data["eval_limit"], split)
     train = raw["train"].map(train_fn, batched=True, remove_columns=raw["train"].column_names)
     return Job(model=model, train=train, evals=evals, collator=default_data_collator, label_names=LABELS,
                select_score=lambda m: m["f1"], selection_metric="f1", aliases=aliases)

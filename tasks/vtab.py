@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from transformers import default_data_collator
 
 from tasks import models
-from tasks.common import EvalSplit, Job, data_source, eval_limit, same_data
 from tasks.config import RunSpec
+from tasks.evaluation import EvalSplit, eval_splits
+from tasks.runner import Job, data_source
 
 
 def accuracy(p: Any) -> dict[str, float]:
-    return {"accuracy": float(np.mean(np.asarray(p.predictions).argmax(-1) == np.asarray(p.label_ids)))}
+    from tasks.metrics import vtab_metrics
+
+    return vtab_metrics(p.predictions, p.label_ids)
 
 
 def prepare(spec: RunSpec) -> Job:
@@ -34,9 +36,8 @@ def prepare(spec: RunSpec) -> Job:
         return {"pixel_values": [transform(image.convert("RGB")) for image in batch["image"]],
                 "labels": batch["label"]}
 
-    aliases = {"select": "report"} if same_data(raw["select"], raw["report"]) else {}
-    evals = {name: EvalSplit(eval_limit(raw[name], data["eval_limit"]).with_transform(to_inputs), accuracy)
-             for name in raw if name != "train" and name not in aliases}
+    evals, aliases = eval_splits(raw, data["eval_limit"],
+                                 lambda ds: EvalSplit(ds.with_transform(to_inputs), accuracy))
     return Job(model=model, train=raw["train"].with_transform(to_inputs), evals=evals,
                collator=default_data_collator, label_names=["labels"],
                select_score=lambda m: m["accuracy"], selection_metric="accuracy", aliases=aliases)

@@ -32,6 +32,6 @@ def spec_for(overrides: list[str], runs_root: Path, tiny: bool = True) -> Any:
 
 
 def run(overrides: list[str], runs_root: Path, callbacks: tuple = (), tiny: bool = True) -> dict:
-    from tasks.common import execute
+    from tasks.runner import execute
 
     return execute(spec_for(overrides, runs_root, tiny), callbacks=callbacks)

@@ -11,7 +11,7 @@ from transformers import set_seed
 
 import capaboost
 from tasks import models
-from tasks.common import TrainerModel
+from tasks.runner import TrainerModel
 
 TINY = {"kind": "tiny", "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
         "image_size": 32, "patch_size": 8, "vocab_size": 50}

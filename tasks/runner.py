@@ -1,23 +1,18 @@
-"""One run on the stock ``transformers.Trainer``: PEFT, arguments, per-epoch evaluation, resume, result.json.
+"""One run on the stock ``transformers.Trainer``: PEFT, arguments, resume, result.json.
 
-The Trainer is used as shipped; everything CapaBoost-specific sits in three small pieces it already
-supports: a model wrapper whose ``state_dict`` holds only the trainable tensors (so checkpoints are the
-PEFT weights, head and optimizer state, and ``resume_from_checkpoint`` reloads them onto the rebuilt
-frozen backbone), a callback that evaluates every split at each epoch end *before* the Trainer saves
-(so the per-epoch history lives in the checkpoint's ``log_history`` and survives a restart), and the
+The Trainer is used as shipped; everything CapaBoost-specific sits in small pieces it already supports:
+a model wrapper whose ``state_dict`` holds only the trainable tensors (so checkpoints are the PEFT
+weights, head and optimizer state, and ``resume_from_checkpoint`` reloads them onto the rebuilt frozen
+backbone), a callback that evaluates every split at each epoch end (``tasks.evaluation``), and the
 Trainer's own AdamW parameter groups (no decay on biases and LayerNorm weights).
 """
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,23 +21,17 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import capaboost
+from capaboost.atomic import write_text
 from tasks import distributed
-from tasks.config import RunSpec, _digest
+from tasks.checkpoints import CHECKPOINTS, last_complete_checkpoint
+from tasks.config import RunSpec
+from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
+from tasks.provenance import git_sha, run_name, start_wandb, versions
 
 RESULT = "result.json"
-CHECKPOINTS = "checkpoints"
 WEIGHTS = "peft.safetensors"
-_EVAL_NOISE = ("runtime", "samples_per_second", "steps_per_second", "epoch")
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class EvalSplit:
-    dataset: Any                                   # model-ready columns only
-    metrics: Callable[[Any], dict[str, float]]     # EvalPrediction -> paper-named metrics
 
 
 @dataclass
@@ -101,54 +90,7 @@ def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
     return peft_root, peft_root
 
 
-# --- evaluation -----------------------------------------------------------------------------------------
-
-class EpochEvaluation(TrainerCallback):
-    """Evaluates every split at each epoch end; the Trainer then checkpoints, history included."""
-
-    def __init__(self, evals: dict[str, EvalSplit]) -> None:
-        self.evals = evals
-        self.trainer: Trainer | None = None
-
-    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        for name, split in self.evals.items():
-            self.trainer.compute_metrics = split.metrics
-            # "eval_" prefix: W&B files these under eval/ (anything else lands in train/)
-            self.trainer.evaluate(split.dataset, metric_key_prefix=f"eval_{name}")
-        self.trainer.compute_metrics = None
-
-
-def epoch_history(log_history: list[dict], splits: Sequence[str], aliases: dict[str, str]) -> list[dict]:
-    """Per evaluation round (one per epoch): {"epoch", "step", <split>: {metric: value}}."""
-    rounds: dict[int, dict] = {}
-    for entry in log_history:
-        # one entry per evaluate() call; "report_mismatched_accuracy" belongs to the longer split name
-        hits = [s for s in splits if any(k.startswith(f"eval_{s}_") for k in entry)]
-        if not hits:
-            continue
-        split = max(hits, key=len)
-        prefix = f"eval_{split}_"
-        row = rounds.setdefault(entry["step"], {"epoch": entry.get("epoch"), "step": entry["step"]})
-        row[split] = {k[len(prefix):]: v for k, v in entry.items()
-                      if k.startswith(prefix) and k[len(prefix):] not in _EVAL_NOISE}
-    history = [rounds[s] for s in sorted(rounds)]
-    for row in history:
-        for alias, target in aliases.items():
-            row[alias] = row[target]
-    return history
-
-
-def report_metrics(row: dict) -> dict[str, float]:
-    """The report split's paper metrics; each extra report split adds <metric>_<suffix> (MNLI mismatched)."""
-    out = {k: v for k, v in row["report"].items() if k != "loss"}
-    for name, metrics in row.items():
-        if name.startswith("report_"):
-            suffix = name[len("report_"):]
-            out.update({f"{k}_{suffix}": v for k, v in metrics.items() if k != "loss"})
-    return out
-
-
-# --- arguments, logging, provenance ---------------------------------------------------------------------
+# --- the run --------------------------------------------------------------------------------------------
 
 def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo) -> TrainingArguments:
     hp, tr = spec.hparams, spec.config["trainer"]
@@ -169,58 +111,6 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         dataloader_pin_memory=torch.cuda.is_available() and not tr["use_cpu"],
         **distributed.trainer_overrides(info))
 
-
-def run_name(spec: RunSpec) -> str:
-    return f"{spec.task}|{spec.model}|{spec.peft}|d{spec.d}|p{spec.density:g}|{spec.mask}|s{spec.seed}"
-
-
-def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
-    """Offline by default (files under <run_dir>/wandb); the id lives in the run dir so a resumed run
-    continues the same W&B run; the group is the config without the training seed."""
-    logger = spec.config["logger"]
-    import wandb
-
-    id_file = run_dir / "wandb_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else (
-        _digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
-    write_text_atomic(id_file, run_id)
-    os.environ["WANDB_MODE"] = logger["mode"]
-    return wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
-                      group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
-                      config=spec.config, job_type=spec.task)
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version(), "capaboost": capaboost.__version__}
-    for pkg in ("torch", "transformers", "peft", "datasets", "timm", "accelerate", "hydra-core", "wandb"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# --- the run --------------------------------------------------------------------------------------------
 
 def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
     """Train and evaluate one resolved config; returns (and writes) the result dict.
@@ -244,8 +134,6 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
                 shutil.rmtree(stale)
             elif stale.exists():
                 stale.unlink()
-    if info.distributed:  # every rank looks for checkpoints only after rank 0 cleared a forced run
-        torch.distributed.barrier()
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
     checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
     if checkpoint:
@@ -290,7 +178,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     }
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)
-        write_text_atomic(result_path, json.dumps(result, indent=2, default=str) + "\n")
+        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
         if wandb_run is not None:
             wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
                                      | {f"final/{k}": v for k, v in result["metrics"].items()}
@@ -311,24 +199,6 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
             f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
-
-
-def last_complete_checkpoint(directory: Path) -> str | None:
-    """The newest checkpoint the Trainer finished writing (trainer_state.json comes last): a run
-    killed while saving resumes from the previous one instead of failing on a partial directory."""
-    if not directory.is_dir():
-        return None
-    done = [p for p in directory.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-            if p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if done else None
-
-
-def eval_limit(dataset: Any, limit: int | None) -> Any:
-    return dataset if limit is None or limit >= len(dataset) else dataset.select(range(limit))
-
-
-def same_data(a: Any, b: Any) -> bool:
-    return a is b or getattr(a, "_fingerprint", None) == getattr(b, "_fingerprint", object())
 
 
 def data_source(spec: RunSpec) -> str:

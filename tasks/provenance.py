@@ -1,0 +1,59 @@
+"""Where a result came from: code version, package versions, and the W&B run it is logged to."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import capaboost
+from capaboost.atomic import write_text
+from tasks.config import RunSpec, _digest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_name(spec: RunSpec) -> str:
+    return f"{spec.task}|{spec.model}|{spec.peft}|d{spec.d}|p{spec.density:g}|{spec.mask}|s{spec.seed}"
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "capaboost": capaboost.__version__}
+    for pkg in ("torch", "transformers", "peft", "datasets", "timm", "accelerate", "hydra-core", "wandb"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
+    """Offline by default (files under <run_dir>/wandb); the id lives in the run dir so a resumed run
+    continues the same W&B run; the group is the config without the training seed."""
+    logger = spec.config["logger"]
+    import wandb
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else (
+        _digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
+    write_text(id_file, run_id)
+    os.environ["WANDB_MODE"] = logger["mode"]
+    return wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
+                      group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
+                      config=spec.config, job_type=spec.task)
