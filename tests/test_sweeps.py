@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from reporting.sweeps import CONF, available, compose_runs, expand, params_of
+from tasks.sweeps import CONF, available, compose_runs, expand, params_of
 from tasks.config import register, resolve
 from tasks.schema import GLUE, VTAB
 
