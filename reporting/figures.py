@@ -247,9 +247,10 @@ def plot(fig: Figure, dpi: int = 100) -> bytes:
                 for p in ps:
                     ax.annotate(p.extra.split(";")[0], (p.x, p.y), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7, color=colours[name])
+        xs = sorted({p.x for p in fig.points if p.panel == panel})
         if fig.logx:
-            xs = sorted({p.x for p in fig.points if p.panel == panel})
             ax.set_xscale("log", base=2)
+        if fig.logx or (not fig.annotate and len(xs) <= 8):  # a grid: tick exactly its values (r, sparsity)
             ax.set_xticks(xs, [f"{x:g}" for x in xs])
             ax.minorticks_off()
         ax.margins(x=0.1, y=0.12)  # room for the r labels

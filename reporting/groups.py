@@ -52,7 +52,8 @@ EXTRA_IGNORED = {
     "model": set(),
 }
 # Not part of a row key: the cell's own coordinates (the table holds one model and one source).
-NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family"}
+# data.path: one local directory per task (data.source says "path"), as in the legacy grouping.
+NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family", "data.path"}
 # The selection rule every protocol uses unless told otherwise: best epoch on the select split.
 DEFAULT_RULES = {None, "best_select", "best-select", "select", "default", "best"}
 
@@ -148,9 +149,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def field_of(ident: dict[str, Any], name: str) -> Any:
     """A value by its short name (train_limit finds data.train_limit); the shortest key wins."""
-    if name in ident:
+    if ident.get(name) is not None:
         return ident[name]
-    hits = sorted((k for k in ident if k.rsplit(".", 1)[-1] == name), key=lambda k: (k.count("."), k))
+    hits = sorted((k for k in ident if k.rsplit(".", 1)[-1] == name and ident[k] is not None),
+                  key=lambda k: (k.count("."), k))
     return ident[hits[0]] if hits else None
 
 
