@@ -147,8 +147,8 @@ def fig1(view: TableView, layout: Layout, stem: str) -> Figure:
                              "not in the GLUE panel")
     ranks = {p.extra.split(";")[0] for p in pts}
     if len(ranks) < 2 or len(pts) < 3:
-        fig.notes.append(f"grid absent: {len(pts)} point(s) over {len(ranks)} LoRA rank(s); Fig. 1 needs "
-                         "at least two ranks r (sweep fig1_rank_params)")
+        fig.notes = [f"grid absent: {len(pts)} point(s) over {len(ranks)} LoRA rank(s); Fig. 1 needs "
+                         "at least two ranks r (sweep fig1_rank_params)"]
         pts = []
     if any("params_incl_head" in p.extra for p in pts):
         fig.xlabel += " (* some: task head included, older files)"
