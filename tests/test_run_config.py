@@ -58,7 +58,7 @@ def test_every_task_composes(tmp_path):
 
 
 def test_roberta_base_recipe_is_the_papers(tmp_path):
-    """paper/README.md: LoRA CoLA lr 5e-4, 40 epochs, SST-2 1e-4, 20 epochs; batch 128, max_seq 128,
+    """docs/paper.md, Recipes: LoRA CoLA lr 5e-4, 40 epochs, SST-2 1e-4, 20 epochs; batch 128, max_seq 128,
     warmup ratio 0.1, wd 0.1; adapter reduction factor 12."""
     cola = spec_for(["model=roberta-base", "task=glue/cola", "peft=capaboost_lora"], tmp_path, tiny=False)
     assert {k: cola.hparams[k] for k in ("lr", "epochs", "batch_size", "max_seq_length", "warmup_ratio",
