@@ -1,12 +1,12 @@
 """Synthetic result.json files shaped like the runner's: the one builder the tables tests, the tables
 benchmark (benchmarks/tables_bench.py) and the README's example figures use.
 
-`identity=True` writes the fields the runner records today (`identity`, `identity_key`, `sweeps`);
+`identity=True` writes the fields the runner records today (`identity`, `identity_key` from
+tasks.identity, `sweeps`: [] for a run launched alone);
 `identity=False` writes a file as older runners did (tables must keep reading those).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -60,15 +60,28 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
         out["rank"] = {"min": rank, "mean": rank, "max": rank, "bound": (d if capa else 1) * (r or 8)}
     if epochs:
         out["history"] = [{"epoch": e, "select": metrics, "report": metrics} for e in range(1, epochs + 1)]
-    if identity:
-        ident = {"task": task, "model": model, "peft": peft, "method": method, "capaboost": capa,
-                 "d": d if capa else 1, "density": density if capa else 1.0, "mask": mask,
-                 "mask_seed": mask_seed, "protocol": "split",
-                 "data": {"source": source, "train_limit": train_limit, "eval_limit": None},
-                 "hparams": {k: v for k, v in hparams.items()},
-                 "peft_options": {"dropout": dropout, "init": "peft", "target_modules": None}}
-        out["identity"] = ident
-        out["identity_key"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+    if identity:  # what tasks.config.resolve records, through the same function
+        from tasks import identity as ident_lib
+
+        full = {**recipe(task)["lora"], **rec["padapter"], **rec["prefix"], **hparams}
+        full.update(max_steps=None, precision="fp32", max_grad_norm=1.0, lr_scheduler="linear")
+        cb = {"method": method, "d": d if capa else 1, "density": density if capa else 1.0,
+              "mask": mask if capa else "random", "mask_seed": mask_seed, "r": full["r"],
+              "alpha": full["alpha"], "dropout": dropout, "init": "peft",
+              "reduction_factor": full["reduction_factor"], "prefix_length": full["prefix_length"],
+              "prefix_hidden": full["prefix_hidden"], "target_modules": None}
+        family, dataset = task.split("/", 1)
+        config = {"task": {"name": task, "family": family, "dataset": dataset, "protocol": "split",
+                           "main_metric": next(iter(metrics))},
+                  "model": {"name": model, "kind": "hf", "hub_id": model, "path": None},
+                  "data": {"source": source, "path": None, "split_seed": 42, "hub_id": None,
+                           "train_limit": train_limit, "eval_limit": None},
+                  "trainer": {"max_steps": None, "precision": "fp32", "max_grad_norm": 1.0,
+                              "lr_scheduler": "linear"}, "seed": seed}
+        out["identity"] = ident_lib.identity(config, peft, cb, full, ())
+        out["identity_key"] = ident_lib.identity_key(out["identity"])
+        out["config"]["recipe"] = {m: {**full, **rec[m]} for m in rec}
+        out["sweeps"] = []
     if sweeps is not None:
         out["sweeps"] = list(sweeps)
     return out

@@ -39,7 +39,8 @@ LEGACY_FIELDS: dict[str, tuple[str, ...]] = {
     "source": ("config.data.source",),
 }
 # Fields that only mean something for one PEFT method, or only for CapaBoost.
-METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix"}
+METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix",
+               "prefix_hidden": "prefix"}
 CAPA_ONLY = ("d", "density", "mask", "mask_seed")
 # Config sections that are the same for every task of one experiment: any difference in them
 # (a trainer override, eval_limit, dropout, a local model path, ...) makes a separate row.

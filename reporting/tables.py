@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, run_flags
+from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
 from .layout import Layout
 from .paper import PaperRow
 
@@ -25,7 +25,7 @@ MODEL_LABEL = {"roberta-base": "RoBERTa-base", "roberta-large": "RoBERTa-large",
 # between the table's rows, and never at their default value.
 ALWAYS = ("d", "density")
 METHOD_HPARAMS = {"r", "alpha", "reduction_factor", "prefix_length", "prefix_hidden"}
-NEVER = {"peft", "method", "capaboost", "source", "identity_key"}
+NEVER = {"peft", "method", "capaboost", "source", "identity_key"}  # names or last parts of identity keys
 # What a marked number means; the marks are the same in .md, .csv (flag names) and .tex.
 FLAGS: dict[str, tuple[str, str]] = {
     "final_epoch": ("†", "at least one seed has no best-epoch result: its final epoch is used"),
@@ -116,8 +116,14 @@ def _part(name: str, value: Any) -> str:
 def row_labels(rows: list[Row]) -> list[str]:
     """Base PEFT name, d/density for CapaBoost, and every non-default field that differs between
     the table's rows. Labels that would still be equal get the row's identity digest."""
-    keys = sorted({k for row in rows for k in row.identity if k not in NEVER})
+    keys = sorted({k for row in rows for k in row.identity if k.rsplit(".", 1)[-1] not in NEVER})
     shown = {k: [_display(row, k) for row in rows] for k in keys}
+    # one setting recorded twice (capaboost.r and hparams.r): keep the first of equal twins
+    for k in list(keys):
+        if any(o != k and o in shown and o.rsplit(".", 1)[-1] == k.rsplit(".", 1)[-1] and shown[o] == shown[k]
+               for o in keys[:keys.index(k)]):
+            keys.remove(k)
+            del shown[k]
     methods = [str(row.canonical["method"]) for row in rows]
 
     def differs(k: str) -> bool:
@@ -138,7 +144,8 @@ def row_labels(rows: list[Row]) -> list[str]:
     out = []
     for i, row in enumerate(rows):
         capa = bool(row.canonical["capaboost"])
-        parts = [_part(f, row.identity[f]) for f in ALWAYS if capa and row.identity.get(f) is not None]
+        parts = [_part(f, field_of(row.identity, f)) for f in ALWAYS
+                 if capa and field_of(row.identity, f) is not None]
         for k, leaf in zip(varying, leaves, strict=True):
             value = shown[k][i]
             if leaf in ALWAYS and capa or _is_default(leaf, value):
@@ -244,16 +251,19 @@ def build_view(table: Table, layout: Layout, paper_rows: list[PaperRow]) -> Tabl
 
 def common_note(rows: list[Row]) -> list[str]:
     """Settings every row shares that a reader would not assume (a training subset, dropout 0.1)."""
-    keys = sorted({k for row in rows for k in row.identity if k not in NEVER})
-    parts = []
+    keys = sorted({k for row in rows for k in row.identity if k.rsplit(".", 1)[-1] not in NEVER
+                   and not k.startswith(("model.", "task."))})  # the title names model and task
+    parts: list[str] = []
+    seen: set[str] = set()
     for k in keys:
         values = {json.dumps(_display(row, k), sort_keys=True, default=str) for row in rows}
         leaf = k.rsplit(".", 1)[-1]
         if len(values) == 1 and all(k in row.identity and row.identity[k] != PER_TASK for row in rows) \
                 and leaf not in ALWAYS:
             value = _display(rows[0], k)
-            if not _is_default(leaf, value) and leaf not in METHOD_HPARAMS and leaf != "protocol":
+            if not _is_default(leaf, value) and leaf not in METHOD_HPARAMS | seen and leaf != "protocol":
                 parts.append(_part(leaf, value))
+                seen.add(leaf)
     return [f"Every row: {', '.join(parts)}."] if parts and len(rows) > 0 else []
 
 

@@ -236,7 +236,7 @@ def test_labels_never_collide(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     a = result("glue/cola", "lora", 42, {"mcc": 0.5}, identity=True)
     b = json.loads(json.dumps(a))
-    del b["identity"]["peft_options"]["init"]  # same experiment for a reader, different identity
+    del b["identity"]["capaboost"]["init"]  # same experiment for a reader, different identity
     b["identity_key"] = "other"
     b["best"] = {"mcc": 0.6}
     put(runs, "a", a)
