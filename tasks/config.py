@@ -93,7 +93,10 @@ class TrainerConf:
     max_grad_norm: float = 1.0
     lr_scheduler: str = "linear"
     logging_steps: int = 50
-    save_total_limit: int = 1
+    save_total_limit: int = 2             # complete checkpoints kept (tasks.checkpoints rotates them)
+    save_every_steps: int | None = None   # extra checkpoints inside long epochs
+    save_every_minutes: float | None = None
+    if_locked: str = "exit"               # another live trainer holds the run: exit | wait
     num_workers: int = 0
     use_cpu: bool = False
     progress: bool = True
@@ -237,13 +240,14 @@ def resolve(cfg: DictConfig) -> RunSpec:
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
     _choice("logger.name", logger["name"], LOGGERS)
+    _choice("trainer.if_locked", trainer["if_locked"], ("exit", "wait"))
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     if not 0.0 <= peft["dropout"] < 1.0:
         raise ConfigError(f"peft.dropout={peft['dropout']} must be in [0, 1)")
-    for key in ("epochs", "lr", "max_grad_norm"):
+    for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):
         _positive(f"trainer.{key}", trainer[key])
     for key in ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
-                "logging_steps", "save_total_limit"):
+                "logging_steps", "save_total_limit", "save_every_steps"):
         _positive(f"trainer.{key}", trainer[key], integer=True)
     for key in ("train_limit", "eval_limit"):
         _positive(f"data.{key}", data[key], integer=True)
@@ -304,7 +308,8 @@ def resolve(cfg: DictConfig) -> RunSpec:
     hashed = {k: v for k, v in c.items() if k not in _NOT_HASHED + raw}
     hashed.update(peft=peft["name"], capaboost=cb, hparams=hparams)
     hashed["trainer"] = {k: v for k, v in trainer.items() if k not in overrides and k not in (
-        "progress", "logging_steps", "num_workers", "save_total_limit")}
+        "progress", "logging_steps", "num_workers", "save_total_limit", "save_every_steps",
+        "save_every_minutes", "if_locked")}
     readable = f"d{d}_p{_fmt(density)}_{mask}_s{c['seed']}_m{c['mask_seed']}"
     run_dir = (Path(c["runs_root"]) / task["name"] / model["name"] / peft["name"]
                / f"{readable}-{_digest(hashed)}")
