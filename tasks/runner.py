@@ -28,7 +28,7 @@ from tasks import distributed, lifecycle
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
-from tasks.provenance import git_sha, run_name, start_wandb, versions
+from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
 RESULT = "result.json"
 WEIGHTS = "peft.safetensors"
@@ -162,12 +162,13 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
 
     args = training_args(spec, run_dir, job, info)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
-    wandb_run = start_wandb(spec, run_dir) if use_wandb else None
+    wandb_run = start_wandb(spec, run_dir, checkpoint) if use_wandb else None
     evaluation = EpochEvaluation(job.evals)
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
+    steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[evaluation, complete, preemption, *callbacks])
+                      callbacks=[evaluation, *steps, complete, preemption, *callbacks])
     evaluation.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
