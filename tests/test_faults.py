@@ -41,7 +41,24 @@ class StopAfterSave(TrainerCallback):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    return run(OVER, tmp_path_factory.mktemp("reference"))
+    """The uninterrupted run (logged to W&B, offline: the resumed run's W&B history must match it)."""
+    return run([*OVER, "logger=wandb"], tmp_path_factory.mktemp("reference"))
+
+
+def wandb_axis(run_dir: Path) -> tuple[list[tuple], list[bool]]:
+    """The W&B history as one run after ``wandb sync --append`` of every offline segment: a row a later
+    segment logs again replaces the earlier one. Returns ((step, global_step, report loss) per row, and
+    whether each segment was finished)."""
+    from wandb_records import history
+
+    segments = [history(f) for f in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))]
+    rows: dict[int, dict] = {}
+    for seg_rows, _ in segments:
+        first = seg_rows[0]["_step"] if seg_rows else None
+        rows = {k: v for k, v in rows.items() if first is None or k < first}
+        rows.update({r["_step"]: r for r in seg_rows})
+    axis = [(k, r.get("train/global_step"), r.get("eval/report_loss")) for k, r in sorted(rows.items())]
+    return axis, [finished for _, finished in segments]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +159,7 @@ class Signal(TrainerCallback):
         if state.global_step == 2:  # step 3 starts: the middle of epoch 2
             os.kill(os.getpid(), signal.{sig})
 
-run({over!r}, Path({out!r}), callbacks=(Signal(),))
+run([*{over!r}, "logger=wandb"], Path({out!r}), callbacks=(Signal(),))
 """
 
 
@@ -159,9 +176,16 @@ def test_signal_mid_epoch_saves_that_step_and_resumes_from_it(sig, reference, tm
     assert ckpts(run_dir) == ["checkpoint-2", "checkpoint-3"] and not (run_dir / "result.json").exists()
     status = json.loads((run_dir / "status.json").read_text())
     assert (status["status"], status["signal"], status["step"]) == ("preempted", sig, 3)
-    resumed = run(OVER, tmp_path)
+    resumed = run([*OVER, "logger=wandb"], tmp_path)
     assert resumed["resumed_from"].endswith("checkpoint-3")  # mid-epoch: epoch 1.5
     assert_same_run(reference, resumed)
+    # W&B: two offline segments, both finished (the signal too), one step axis equal to the reference's
+    axis, finished = wandb_axis(run_dir)
+    ref_axis, ref_finished = wandb_axis(Path(reference["run_dir"]))
+    assert finished == [True, True] and ref_finished == [True]
+    assert [a[:2] for a in axis] == [r[:2] for r in ref_axis] and len(axis) > 4
+    losses = [[float("nan") if row[2] is None else row[2] for row in x] for x in (axis, ref_axis)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6, nan_ok=True)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
 
 
