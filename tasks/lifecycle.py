@@ -147,7 +147,8 @@ class Preemption(TrainerCallback):
               "exiting", flush=True)
 
     def _check(self, state: Any, control: Any, at_epoch_end: bool = False) -> None:
-        periodic = not at_epoch_end and (
+        # the Trainer saves at every epoch end anyway: no periodic save on an epoch's last step
+        periodic = not at_epoch_end and not float(state.epoch or 0).is_integer() and (
             bool(self.every_steps and state.global_step % self.every_steps == 0)
             or bool(self.every_minutes and time.monotonic() - self.last_save >= 60 * self.every_minutes))
         stop, periodic = self.agree([self.signum is not None, periodic])

@@ -217,6 +217,36 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
         signal.signal(signal.SIGUSR2, old)
 
 
+def test_signal_before_training_or_a_second_one_stops_at_once():
+    from tasks.lifecycle import Preempted, Preemption
+
+    p = Preemption()
+    p.install()
+    try:
+        with pytest.raises(Preempted) as stop:   # nothing to save yet (data, model): no step to wait for
+            os.kill(os.getpid(), signal.SIGINT)
+        assert stop.value.step is None
+        p.training, p.signum = True, None
+        os.kill(os.getpid(), signal.SIGTERM)      # first: wait for the step boundary
+        with pytest.raises(Preempted):
+            os.kill(os.getpid(), signal.SIGTERM)  # second: the user insists
+    finally:
+        p.restore()
+
+
+def test_periodic_checkpoints_inside_an_epoch(tmp_path):
+    over = [*OVER, "trainer.epochs=1", "trainer.save_every_steps=1", "trainer.save_total_limit=3"]
+    saves = []
+
+    class Count(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saves.append(state.global_step)
+
+    result = run(over, tmp_path, callbacks=(Count(),))
+    assert saves == [1, 2]   # step 1 by save_every_steps; step 2 once, by the epoch end
+    assert ckpts(Path(result["run_dir"])) == ["checkpoint-1", "checkpoint-2"]
+
+
 def test_status_json_and_stale_tmp_files(tmp_path, capsys):
     over = [*OVER, "trainer.epochs=1"]
     run_dir = Path(spec_for(over, tmp_path).run_dir)
@@ -278,7 +308,7 @@ time.sleep(600)
 
 
 def test_second_trainer_on_a_held_run_exits_naming_the_holder(tmp_path, capsys):
-    from tasks.runlock import RunLocked
+    from tasks.runlock import RunLocked, acquire
 
     over = [*OVER, "trainer.epochs=1"]
     run_dir = Path(spec_for(over, tmp_path).run_dir)
@@ -297,6 +327,11 @@ def test_second_trainer_on_a_held_run_exits_naming_the_holder(tmp_path, capsys):
     capsys.readouterr()
     result = run(over, tmp_path)   # the holder died: its lock is stale (same host, pid gone)
     assert f"from pid {holder.pid}" in capsys.readouterr().out and result["status"] == "completed"
+    lock = acquire(run_dir)        # a finished run stays a no-op, lock or no lock
+    try:
+        assert run(over, tmp_path) == result
+    finally:
+        lock.release()
 
 
 def test_lock_on_another_host_is_stale_only_without_heartbeat(tmp_path):
