@@ -189,12 +189,12 @@ class Preemption(TrainerCallback):
 def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[Status, Preemption]]:
     """Lock (rank 0; every rank fails if it cannot), status.json, stale files, signals, one-line errors.
 
-    ``trainer``: the run's trainer config (if_locked, save_every_steps, save_every_minutes).
+    ``trainer``: the run's trainer config (wait_for_lock, save_every_steps, save_every_minutes).
     """
     lock, error, is_main = None, "", info.is_main
     if is_main:
         try:
-            lock = runlock.acquire(run_dir, wait=trainer["if_locked"] == "wait")
+            lock = runlock.acquire(run_dir, wait=bool(trainer["wait_for_lock"]))
         except runlock.RunLocked as locked:
             error = str(locked)
     error = agree_error(info)(error)

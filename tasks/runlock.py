@@ -168,7 +168,7 @@ def acquire(run_dir: Path, wait: bool = False, stale_after_s: float = STALE_AFTE
             continue
         if not wait:
             raise RunLocked(f"{run_dir} is being trained by {describe(holder)} (lock {path}); not starting "
-                            f"a second trainer (trainer.if_locked=wait waits for it)")
+                            f"a second trainer (trainer.wait_for_lock=true waits for it)")
         if not announced:
             print(f"waiting for {describe(holder)} to release {path}")
             announced = True
