@@ -203,7 +203,7 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
         p.training = True
         os.kill(os.getpid(), signal.SIGUSR2)
         assert calls == []   # nothing exits during the step
-        state, control = SimpleNamespace(global_step=7), SimpleNamespace(should_save=False,
+        state, control = SimpleNamespace(global_step=7, epoch=1.5), SimpleNamespace(should_save=False,
                                                                           should_training_stop=False)
         p.on_step_end(None, state, control)
         assert control.should_save and control.should_training_stop
