@@ -178,7 +178,8 @@ class Preemption(TrainerCallback):
         self.training = False
         previous = self.previous.get(error.signum)
         self.restore()
-        if callable(previous):   # submitit: requeue (rank 0) and sys.exit(-1); a plain run: nothing set
+        if callable(previous) and previous is not signal.default_int_handler:  # (KeyboardInterrupt)
+            # submitit's: requeue the SLURM job (rank 0) and sys.exit(-1); a plain run has none
             previous(error.signum, None)
         raise SystemExit(128 + error.signum)
 
