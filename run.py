@@ -77,9 +77,15 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
+    from tasks.lifecycle import DiskFull
+    from tasks.runlock import RunLocked
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
-    return execute(spec)
+    try:
+        return execute(spec)
+    except (RunLocked, DiskFull) as error:  # one line, not a traceback; 75: EX_TEMPFAIL, try again later
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(75 if isinstance(error, RunLocked) else 1)
 
 
 if __name__ == "__main__":
