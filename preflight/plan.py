@@ -68,13 +68,16 @@ def needed_gib(trace: StepTrace) -> float:
     return trace.peak_bytes * (1 + g["fragmentation"]) / GIB + g["overhead_gib"]
 
 
+_BUILT: dict[str, Built | Exception] = {}   # per process: shapes do not depend on the target GPU
+_TRACES: dict[str, StepTrace] = {}
+
+
 class Planner:
-    """Checks runs against one target, remembering every build and trace."""
+    """Checks runs against one target; builds and traces are shared by every planner of the process."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._built: dict[str, Built | Exception] = {}
-        self._traces: dict[str, StepTrace] = {}
+        self._built, self._traces = _BUILT, _TRACES
 
     def _build(self, spec: Any) -> Built:
         key = json.dumps([spec.config["model"], spec.family, num_outputs(spec), spec.capaboost_config],
