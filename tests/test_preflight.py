@@ -27,7 +27,8 @@ def _real_counts(spec) -> tuple[dict[str, int], nn.Module]:
 
     from tasks.runner import attach_peft
 
-    model = AutoModelForSequenceClassification.from_config(_text_config(spec.config["model"], num_outputs(spec)))
+    config = _text_config(spec.config["model"], num_outputs(spec))
+    model = AutoModelForSequenceClassification.from_config(config)
     model, _ = attach_peft(model, spec)
     return capaboost.count_parameters(model), model
 
