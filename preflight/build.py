@@ -113,6 +113,10 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
                     "end_positions": torch.zeros(batch, dtype=torch.long)}
         elif labels == 1:
             out["labels"] = torch.zeros(batch)
+        elif spec.model_family == "deberta-v2":
+            # DeBERTa-v2's integer-label loss selects labelled rows with nonzero(), whose shape fake tensors
+            # cannot know; its soft-label branch computes the same loss shape (head-sized, negligible)
+            out["labels"] = torch.zeros(batch, labels)
         else:
             out["labels"] = torch.zeros(batch, dtype=torch.long)
         return out
