@@ -17,8 +17,12 @@ from preflight.cli import check_sweep, failing
 from preflight.plan import Target
 
 
-class PreflightFailed(RuntimeError):
-    """Some run of the sweep cannot start or does not fit: nothing was submitted."""
+class PreflightFailed(SystemExit):
+    """Some run of the sweep cannot start or does not fit: nothing is submitted.
+
+    A SystemExit (message to stderr, exit status 1) because Hydra turns a callback's Exception into a
+    warning and launches anyway.
+    """
 
 
 class Preflight(Callback):
@@ -39,7 +43,12 @@ class Preflight(Callback):
         gpu = self.gpu or facts.load("gpus")["default"]
         target = Target(gpu, float(self.gpu_mem or facts.gpu(gpu)["memory_gib"]))
         extra = [o for o in overrides if not o.startswith("sweep=")]
-        rows = check_sweep(names[0], extra, target)
+        try:
+            rows = _outside_running_hydra(check_sweep, names[0], extra, target)
+        except Exception as error:  # noqa: BLE001 -- fail closed: an unchecked sweep is not submitted
+            raise PreflightFailed(f"preflight could not check sweep {names[0]}: {type(error).__name__}: "
+                                  f"{error}; submit unchecked with hydra.callbacks.preflight.skip=true"
+                                  ) from error
         bad = failing(rows)
         if bad:
             first = bad[0]
@@ -50,3 +59,17 @@ class Preflight(Callback):
                 f"Details: make preflight NAME={names[0]} GPU_MEM={target.gpu_mem:g}; "
                 f"submit anyway with hydra.callbacks.preflight.skip=true")
         print(f"preflight: {len(rows)} runs of sweep {names[0]} can start and fit {target.gpu_mem:g} GiB")
+
+
+def _outside_running_hydra(fn: Any, *args: Any) -> Any:
+    """Run ``fn`` (which composes configs with Hydra's compose API) inside a running Hydra app: the
+    compose API refuses an initialised GlobalHydra, so it is cleared for the call and restored after."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        return fn(*args)
+    finally:
+        GlobalHydra.instance().clear()
+        GlobalHydra.instance().hydra = running

@@ -184,14 +184,25 @@ def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.M
     calls = []
 
     def fake_check(name, extra, target):
+        compose([f"sweep={name}"])  # the real check composes: it must work inside a running Hydra app
         calls.append((name, extra, target))
         return [RunCheck(["seed=42"], status="FAIL", problems=["no data source: set data.path=..."])]
 
     monkeypatch.setattr(cb, "check_sweep", fake_check)
     cfg = _hydra_cfg("sweep=vtab", "hydra/launcher=slurm")
     cfg.hydra.overrides.task = ["sweep=vtab", "seed=42"]  # what Hydra records from the command line
-    with pytest.raises(PreflightFailed, match="data.path.*skip=true"):
-        _callback(cfg).on_multirun_start(cfg)
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reporting.sweeps import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):   # as during `run.py -m`
+        running = GlobalHydra.instance().hydra
+        with pytest.raises(PreflightFailed, match="data.path.*skip=true") as info:
+            _callback(cfg).on_multirun_start(cfg)
+        assert GlobalHydra.instance().hydra is running
+    # Hydra turns a callback's Exception into a warning: only a SystemExit stops the launch
+    assert isinstance(info.value, SystemExit) and not isinstance(info.value, Exception)
     assert calls[0][:2] == ("vtab", ["seed=42"]) and calls[0][2].gpu_mem == 80
     _callback(cfg, skip=True).on_multirun_start(cfg)     # skipped: nothing checked, nothing raised
     assert len(calls) == 1
