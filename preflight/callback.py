@@ -13,8 +13,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from preflight import facts
-from preflight.cli import check_sweep, failing
-from preflight.plan import Target
 
 
 class PreflightFailed(SystemExit):
@@ -40,16 +38,19 @@ class Preflight(Callback):
         if not names:
             print("preflight: no sweep=<name> on the command line; nothing to check")
             return
+        from preflight import cli  # torch and the model code: only when a SLURM sweep is checked
+        from preflight.plan import Target
+
         gpu = self.gpu or facts.load("gpus")["default"]
         target = Target(gpu, float(self.gpu_mem or facts.gpu(gpu)["memory_gib"]))
         extra = [o for o in overrides if not o.startswith("sweep=")]
         try:
-            rows = _outside_running_hydra(check_sweep, names[0], extra, target)
+            rows = _outside_running_hydra(cli.check_sweep, names[0], extra, target)
         except Exception as error:  # noqa: BLE001 -- fail closed: an unchecked sweep is not submitted
             raise PreflightFailed(f"preflight could not check sweep {names[0]}: {type(error).__name__}: "
                                   f"{error}; submit unchecked with hydra.callbacks.preflight.skip=true"
                                   ) from error
-        bad = failing(rows)
+        bad = cli.failing(rows)
         if bad:
             first = bad[0]
             why = "; ".join(first.problems) or f"needs {first.need_gib:.1f} GiB, fix {first.fix or 'none'}"

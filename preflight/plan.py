@@ -122,7 +122,7 @@ class Planner:
         trace = self._trace(spec, built, row.per_device, row.precision, row.grad_accum)
         row.need_gib = needed_gib(trace)
         if row.need_gib > self.target.gpu_mem:
-            self._find_fix(row, spec, built)
+            self._find_fix(row, spec, built, trace)
         self._cost(row, spec, trace)
         if row.problems:
             row.status = "FAIL"
@@ -130,8 +130,11 @@ class Planner:
             row.status = "NO-FIT"
         return row
 
-    def _find_fix(self, row: RunCheck, spec: Any, built: Built) -> None:
+    def _find_fix(self, row: RunCheck, spec: Any, built: Built, trace: StepTrace) -> None:
         """The smallest larger grad_accum (same global batch) whose micro-batch fits."""
+        static = StepTrace(trace.resident_bytes, trace.resident_bytes, 0, 0)  # weights + AdamW, no batch
+        if needed_gib(static) > self.target.gpu_mem:
+            return  # no micro-batch can fit
         batch = spec.hparams["batch_size"]
         for accum in range(row.grad_accum + 1, batch + 1):
             if batch % accum:

@@ -179,8 +179,6 @@ def _callback(cfg, **kw):
 
 
 def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    import preflight.callback as cb
-
     calls = []
 
     def fake_check(name, extra, target):
@@ -188,7 +186,7 @@ def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.M
         calls.append((name, extra, target))
         return [RunCheck(["seed=42"], status="FAIL", problems=["no data source: set data.path=..."])]
 
-    monkeypatch.setattr(cb, "check_sweep", fake_check)
+    monkeypatch.setattr(cli, "check_sweep", fake_check)
     cfg = _hydra_cfg("sweep=vtab", "hydra/launcher=slurm")
     cfg.hydra.overrides.task = ["sweep=vtab", "seed=42"]  # what Hydra records from the command line
     from hydra import initialize_config_dir
