@@ -125,6 +125,14 @@ def test_vtab_without_data_source_fails(tmp_path: Path) -> None:
     assert ok.status == "ok" and ok.counts["total"] > 0
 
 
+def test_local_data_path_without_the_expected_files_fails(tmp_path: Path) -> None:
+    empty = tmp_path / "glue"
+    empty.mkdir()
+    spec = spec_for(["task=glue/rte", f"data.path={empty}", *SMALL], tmp_path)
+    row = Planner(Target("A100-80GB", 80)).check(["local"], spec)
+    assert row.status == "FAIL" and "neither a save_to_disk DatasetDict nor GLUE TSVs" in row.problems[0]
+
+
 def test_batch_that_cannot_fit_gets_grad_accum(tmp_path: Path) -> None:
     spec = spec_for(["task=glue/rte", "trainer.batch_size=64", "trainer.max_seq_length=64"], tmp_path)
     roomy = Planner(Target("A100-80GB", 80)).check(["roomy"], spec)
