@@ -61,7 +61,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if meta.get("format") != FORMAT:
         old = " written before masks were drawn without ties: retrain" if meta.get("format") == "capaboost/1" \
             else ""
-        raise ValueError(f"{path} is not a CapaBoost {FORMAT} checkpoint (format {meta.get('format')!r}){old}")
+        raise ValueError(f"{path} is not a CapaBoost checkpoint of format {FORMAT} (format {meta.get('format')!r}){old}")
     cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
     model = unwrap(model)
     if getattr(model, "capaboost_config", None) is None:

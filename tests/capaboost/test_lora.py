@@ -66,7 +66,8 @@ def test_d1_equals_peft_lora_on_vit(float64) -> None:
     from peft import LoraConfig, get_peft_model
 
     base = tiny_vit().double()
-    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=1, density=1.0, r=4, alpha=8))
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=1, density=1.0, r=4, alpha=8,
+                                                                target_modules=("qkv",)))  # the fused option
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"]))
     randomize_lora_B(ours)
     for name, layer in lora_layers(ours).items():

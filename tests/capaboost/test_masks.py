@@ -142,7 +142,7 @@ def test_masks_identical_in_a_subprocess() -> None:
 
 def test_mask_seed_changes_masks() -> None:
     a = _model_masks(capaboost.apply(tiny_roberta(), CFG))
-    b = _model_masks(capaboost.apply(tiny_roberta(), CapaBoostConfig(**{**CFG.to_dict(), "seed": 1})))
+    b = _model_masks(capaboost.apply(tiny_roberta(), CapaBoostConfig(**{**CFG.to_dict(), "mask_seed": 1})))
     assert all(not torch.equal(a[n][0], b[n][0]) for n in a)
     assert not torch.equal(make_masks((8, 32), 2, 0.5, "random", 0), make_masks((8, 32), 2, 0.5, "random", 1))
     assert not torch.equal(make_masks((8, 32), 2, 0.5, "nm", 0), make_masks((8, 32), 2, 0.5, "nm", 1))

@@ -17,7 +17,8 @@ FAMILIES = {  # builder, inputs, LoRA target suffixes, head modules
     "roberta": (tiny_roberta, batch, ("query", "value"), ("classifier",)),
     "bert": (tiny.tiny_bert, batch, ("query", "value"), ("classifier",)),
     "deberta-v2": (tiny.tiny_deberta, batch, ("query_proj", "value_proj"), ("classifier", "pooler")),
-    "timm-vit": (tiny.tiny_vit, images, ("qkv",), ("head",)),
+    # q and v of the fused qkv: v's LoRA wraps q's, which wraps the Linear (qkv, qkv.base_layer)
+    "timm-vit": (tiny.tiny_vit, images, ("qkv", "base_layer"), ("head",)),
 }
 
 
@@ -31,14 +32,14 @@ def _train(model: nn.Module, inputs, steps: int = 3) -> None:
     model.eval()
 
 
-# ---------------------------------------------------------------- 10. families
+# ---------------------------------------------------------------- 10. backbones
 @pytest.mark.parametrize("method", ["lora", "padapter"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_forward_backward(family: str, method: str) -> None:
     build, make_inputs, targets, heads = FAMILIES[family]
     cfg = CapaBoostConfig(method=method, d=2, density=0.5, r=4, reduction_factor=4)
     model = capaboost.apply(build(), cfg)
-    assert capaboost.families.detect(model).name == family
+    assert capaboost.backbones.detect(model).name == family
     peft = capaboost.peft_modules(model)
     kind = LoRALinear if method == "lora" else MaskedBottleneck
     assert len(peft) == (2 * len(targets) if method == "lora" else 2) and all(isinstance(m, kind)
@@ -99,7 +100,9 @@ def test_apply_on_cuda(method: str) -> None:
 def test_merge_unmerge_trained(family: str) -> None:
     build, make_inputs, _, _ = FAMILIES[family]
     base = build()
-    model = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, dropout=0.1))
+    model = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, dropout=0.1,
+                                                                 target_modules=("qkv",) if family == "timm-vit"
+                                                                 else None))  # q/v: test_lora.py
     inputs = make_inputs()
     _train(model, inputs)
     layers = lora_layers(model)
@@ -156,4 +159,4 @@ def test_count_parameters_lora() -> None:
 def test_count_parameters_plain_model() -> None:
     model = tiny_roberta()
     n = sum(p.numel() for p in model.parameters())
-    assert capaboost.count_parameters(model) == {"trainable": n, "effective": n, "total": n}
+    assert capaboost.count_parameters(model) == {"trainable": n, "effective": n, "peft": 0, "total": n}
