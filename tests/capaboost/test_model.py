@@ -160,3 +160,27 @@ def test_count_parameters_plain_model() -> None:
     model = tiny_roberta()
     n = sum(p.numel() for p in model.parameters())
     assert capaboost.count_parameters(model) == {"trainable": n, "effective": n, "peft": 0, "total": n}
+
+
+# ---------------------------------------------------------------- the peft count (heads excluded)
+def test_peft_count_by_hand() -> None:
+    """LoRA r on q and v: r*(in+out) per matrix, 2 matrices per layer; with d=2 at density 0.5 the
+    union of the masks, counted here, ~ 0.75 of it. RoBERTa-base r=8: 2*8*(768+768)*12 = 294,912."""
+    h, layers, r = 32, 2, 4
+    vanilla = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=1, density=1.0, r=r))
+    assert capaboost.count_parameters(vanilla)["peft"] == 2 * r * (h + h) * layers
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=2, density=0.5, r=r))
+    union = sum(int((m[0] | m[1]).sum()) for layer in lora_layers(model).values()
+                for m in (layer.mask_A.numpy(), layer.mask_B.numpy()))
+    counts = capaboost.count_parameters(model)
+    assert counts["peft"] == union == counts["effective"] - (h * h + h + 3 * h + 3)  # head excluded
+    assert abs(union / (2 * r * (h + h) * layers) - 0.75) < 0.08
+
+
+def test_peft_count_padapter_and_vit_qv() -> None:
+    h, width = 32, 32 // 4
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="padapter", d=3, density=0.5, reduction_factor=4))
+    union = sum(int(m.any(0).sum()) for a in capaboost.peft_modules(model).values() for m in (a.mask_down, a.mask_up))
+    assert capaboost.count_parameters(model)["peft"] == union + 2 * (width + h)  # + unmasked biases
+    vit = capaboost.apply(tiny.tiny_vit(), CapaBoostConfig(d=1, density=1.0, r=4))
+    assert capaboost.count_parameters(vit)["peft"] == 2 * 2 * 4 * (h + h)  # q and v: r*(in+out) each, 2 blocks
