@@ -46,7 +46,8 @@ class CapaBoostConfig:
             warnings.warn("CapaBoostConfig(seed=...) is deprecated: use mask_seed=", DeprecationWarning,
                           stacklevel=3)
             if self.mask_seed is not None and self.mask_seed != seed:
-                raise ValueError(f"seed={seed!r} and mask_seed={self.mask_seed!r} differ: give mask_seed only")
+                raise ValueError(f"seed={seed!r} and mask_seed={self.mask_seed!r} differ: "
+                                 f"give mask_seed only")
             object.__setattr__(self, "mask_seed", seed)
         if self.mask_seed is None:
             object.__setattr__(self, "mask_seed", 0)
@@ -73,8 +74,8 @@ class CapaBoostConfig:
             raise ValueError(f"dropout={self.dropout} applies to method='lora' only: method="
                              f"{self.method!r} has no dropout (set dropout=0)")
         if self.mask == "none" and self.d > 1 and self.dropout == 0:
-            raise ValueError(f"mask='none' with dropout=0 is not an ablation: its {self.d} identical branches "
-                             f"equal d=1 with alpha x {self.d}; set dropout > 0 (method='lora')")
+            raise ValueError(f"mask='none' with dropout=0 is not an ablation: its {self.d} identical "
+                             f"branches equal d=1 with alpha x {self.d}; set dropout > 0 (method='lora')")
         if self.mask == "nm":
             self._check_nm()
 

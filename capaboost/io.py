@@ -17,8 +17,8 @@ from torch import nn
 
 from .atomic import atomic_path
 from .config import CapaBoostConfig
-from .lora import LoRALinear
 from .digest import mask_digest
+from .lora import LoRALinear
 from .model import apply, mask_unions, unwrap
 
 FORMAT = "capaboost/2"  # /1 had no mask digest and masks drawn before ties were ruled out
@@ -59,24 +59,25 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
-        old = " written before masks were drawn without ties: retrain" if meta.get("format") == "capaboost/1" \
-            else ""
-        raise ValueError(f"{path} is not a CapaBoost checkpoint of format {FORMAT} (format {meta.get('format')!r}){old}")
+        found = meta.get("format")
+        old = ", written before masks were drawn without ties: retrain" if found == "capaboost/1" else ""
+        raise ValueError(f"{path} is not a CapaBoost checkpoint of format {FORMAT} (format {found!r}){old}")
     cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
     model = unwrap(model)
     if getattr(model, "capaboost_config", None) is None:
         model = apply(model, cfg)
     elif model.capaboost_config != cfg:
         raise ValueError(f"checkpoint config {cfg} differs from the model's {model.capaboost_config}")
-    if meta.get("mask_digest") != mask_digest(model):
-        raise ValueError(f"{path}: its masks (digest {str(meta.get('mask_digest'))[:12]}) differ from the ones "
-                         f"rebuilt here ({mask_digest(model)[:12]}): another mask generation or mask_seed")
+    saved, rebuilt = str(meta.get("mask_digest")), mask_digest(model)
+    if saved != rebuilt:
+        raise ValueError(f"{path}: its masks (digest {saved[:12]}) differ from the ones rebuilt here "
+                         f"({rebuilt[:12]}): another mask generation or mask_seed")
     tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
     params, unions = dict(model.named_parameters()), mask_unions(model)
     trainable = {n for n, p in params.items() if p.requires_grad}
     if set(tensors) != trainable:
-        raise ValueError(f"{path}: tensors not in the model {sorted(set(tensors) - trainable)[:3]}, trainable "
-                         f"tensors missing from the file {sorted(trainable - set(tensors))[:3]}")
+        raise ValueError(f"{path}: tensors not in the model {sorted(set(tensors) - trainable)[:3]}, "
+                         f"trainable tensors missing from the file {sorted(trainable - set(tensors))[:3]}")
     # a merged layer holds its old delta in the base weight: take it out, load, fold the new one in
     merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
     for layer in merged:

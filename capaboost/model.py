@@ -101,8 +101,9 @@ def _third(part: str, out_features: int) -> tuple[int, int]:
 def _add_adapters(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone, build: bool) -> None:
     sites = backbones.adapter_sites(model, bb)
     if not sites:
+        supported = ", ".join(k for k, v in backbones.BACKBONES.items() if v.adapter_site)
         raise ValueError(f"method='padapter' found no FFN output to adapt in backbone {bb.name!r}; "
-                         f"supported: {', '.join(k for k, v in backbones.BACKBONES.items() if v.adapter_site)}")
+                         f"supported: {supported}")
     wrapper = PfeifferMlp if bb.adapter_kind == "mlp" else PfeifferOutput
     for name in sites:
         base = model.get_submodule(name)

@@ -32,8 +32,8 @@ def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...])
     from peft import PrefixTuningConfig, get_peft_model
 
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
-    masks = [make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, SITE, part), cfg.nm_group)
-             for shape, part in [((cfg.prefix_hidden, hidden), "down"),
+    masks = [make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, SITE, part),
+                        cfg.nm_group) for shape, part in [((cfg.prefix_hidden, hidden), "down"),
                                  ((2 * layers * hidden, cfg.prefix_hidden), "up")]]
     name = type(model).__name__
     task_type = next((t for suffix, t in _TASK_TYPES.items() if name.endswith(suffix)), "FEATURE_EXTRACTION")

@@ -106,7 +106,8 @@ def test_unloaded_row_is_the_plain_backbone():
     template = R.build_template(shape, "cpu")
     batch = R.make_batch(shape, "cpu")
     specs = {s.kind: s for s in R.default_rows() if s.group == "inference"}
-    merged, unloaded = (R.build_row(specs[k], template, batch).model for k in ("merged-infer", "unloaded-infer"))
+    merged, unloaded = (R.build_row(specs[k], template, batch).model
+                        for k in ("merged-infer", "unloaded-infer"))
     assert not capaboost.peft_modules(unloaded) and capaboost.peft_modules(merged)
     assert [type(m) for m in unloaded.modules()] == [type(m) for m in template.modules()]
     with torch.no_grad():

@@ -153,8 +153,9 @@ def test_config_and_backbones_import_without_torch() -> None:
     import sys
     from pathlib import Path
 
-    code = ("import sys; from capaboost.config import CapaBoostConfig; from capaboost.backbones import BACKBONES;"
-            "CapaBoostConfig(); assert BACKBONES['timm-vit'].methods;"
+    code = ("import sys; from capaboost.config import CapaBoostConfig;"
+            "from capaboost.backbones import BACKBONES; CapaBoostConfig();"
+            "assert BACKBONES['timm-vit'].methods;"
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])

@@ -162,7 +162,8 @@ def test_export_peft_roundtrip(tmp_path: Path, d: int, density: float) -> None:
 def test_export_peft_merged_and_vit(tmp_path: Path) -> None:
     from peft import PeftModel
 
-    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, target_modules=("qkv",)))
+    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8,
+                                                        target_modules=("qkv",)))  # the fused option
     with torch.no_grad():
         for layer in lora_layers(model).values():
             layer.lora_B.normal_(0, 0.1)

@@ -344,7 +344,8 @@ def test_merge_and_unload(build) -> None:
     assert not any(type(m).__module__.startswith("capaboost") for m in plain.modules())
     assert not any(n.endswith("base_layer") or "lora" in n for n, _ in plain.named_modules())
     reference = build()  # the same backbone untouched: exactly its module types, in the same places
-    assert [(n, type(m)) for n, m in plain.named_modules()] == [(n, type(m)) for n, m in reference.named_modules()]
+    assert [(n, type(m)) for n, m in plain.named_modules()] == \
+        [(n, type(m)) for n, m in reference.named_modules()]
     torch.testing.assert_close(got, merged, atol=1e-6, rtol=0)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 

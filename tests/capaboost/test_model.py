@@ -100,9 +100,9 @@ def test_apply_on_cuda(method: str) -> None:
 def test_merge_unmerge_trained(family: str) -> None:
     build, make_inputs, _, _ = FAMILIES[family]
     base = build()
+    fused = ("qkv",) if family == "timm-vit" else None  # ViT's q/v default: tests/capaboost/test_lora.py
     model = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, dropout=0.1,
-                                                                 target_modules=("qkv",) if family == "timm-vit"
-                                                                 else None))  # q/v: test_lora.py
+                                                                 target_modules=fused))
     inputs = make_inputs()
     _train(model, inputs)
     layers = lora_layers(model)
@@ -179,8 +179,10 @@ def test_peft_count_by_hand() -> None:
 
 def test_peft_count_padapter_and_vit_qv() -> None:
     h, width = 32, 32 // 4
-    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="padapter", d=3, density=0.5, reduction_factor=4))
-    union = sum(int(m.any(0).sum()) for a in capaboost.peft_modules(model).values() for m in (a.mask_down, a.mask_up))
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="padapter", d=3, density=0.5,
+                                                            reduction_factor=4))
+    union = sum(int(m.any(0).sum()) for a in capaboost.peft_modules(model).values()
+                for m in (a.mask_down, a.mask_up))
     assert capaboost.count_parameters(model)["peft"] == union + 2 * (width + h)  # + unmasked biases
     vit = capaboost.apply(tiny.tiny_vit(), CapaBoostConfig(d=1, density=1.0, r=4))
-    assert capaboost.count_parameters(vit)["peft"] == 2 * 2 * 4 * (h + h)  # q and v: r*(in+out) each, 2 blocks
+    assert capaboost.count_parameters(vit)["peft"] == 2 * 2 * 4 * (h + h)  # q, v: r*(in+out) each, 2 blocks

@@ -174,4 +174,5 @@ def test_prefix_inference_size_and_peft_count() -> None:
     counts = capaboost.count_parameters(model)
     assert counts["prefix_inference"] == LENGTH * 2 * 2 * 32
     assert counts["peft"] == LENGTH * 32 + union + WIDTH + 2 * 2 * 32
-    assert "prefix_inference" not in capaboost.count_parameters(capaboost.apply(tiny_roberta(), CapaBoostConfig()))
+    lora = capaboost.apply(tiny_roberta(), CapaBoostConfig())
+    assert "prefix_inference" not in capaboost.count_parameters(lora)
