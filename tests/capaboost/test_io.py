@@ -260,3 +260,10 @@ def test_wrapped_models(tmp_path: Path) -> None:
             torch.testing.assert_close(ddp.module(**batch()).logits, expected, atol=1e-5, rtol=0)
     finally:
         dist.destroy_process_group()
+
+
+def test_export_peft_refuses_qv_slices(tmp_path: Path) -> None:
+    """Stock PEFT LoRA has no q/v slices of a fused projection: the default ViT model cannot export."""
+    with pytest.raises(ValueError, match="qkv"):
+        capaboost.export_peft(capaboost.apply(tiny_vit(), CapaBoostConfig(r=4)), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
