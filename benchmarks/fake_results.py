@@ -32,13 +32,15 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
                 mask: str = "random", train_limit: int | None = None, dropout: float = 0.0,
                 params: dict[str, int] | None = None, status: str = "completed", best: bool = True,
                 identity: bool = False, sweeps: list[str] | None = None, rank: float | None = None,
-                rule: str | None = None, epochs: int = 0, mask_seed: int = 0) -> dict[str, Any]:
+                rule: str | None = None, epochs: int = 0, mask_seed: int = 0,
+                alpha: float | None = None) -> dict[str, Any]:
     """One result.json. `metrics` are the best epoch's (fractions); the final epoch is 0.01 lower.
     r=None: the recipe's rank (8). best=False: an old/partial file without a best epoch."""
     capa = peft.startswith("capaboost")
     method = peft.removeprefix("capaboost_")
     rec = recipe(task)
-    hparams = {**rec[method], **({"r": r} if r is not None and method == "lora" else {})}
+    hparams = {**rec[method], **({"r": r} if r is not None and method == "lora" else {}),
+               **({"alpha": alpha} if alpha is not None and method == "lora" else {})}
     final = {k: round(v - 0.01, 6) for k, v in metrics.items()}
     out: dict[str, Any] = {
         "task": task, "model": model, "peft": peft, "method": method, "capaboost": capa,

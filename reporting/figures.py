@@ -110,6 +110,20 @@ def lora_grid_rows(view: TableView) -> list[RowView]:
     return out
 
 
+def scaling_note(rows: list[RowView]) -> str:
+    """How alpha moves with r in a rank grid, read from the runs' own hyperparameters: rank is only
+    unconfounded from the update's scale when alpha/r is the same everywhere (our sweeps: alpha = 2r)."""
+    ratios = set()
+    for row in rows:
+        for run in (row.row.all_runs() if row.row is not None else []):
+            hp = run.get("hparams") or {}
+            if isinstance(hp.get("alpha"), (int, float)) and isinstance(hp.get("r"), (int, float)):
+                ratios.add(round(hp["alpha"] / hp["r"], 6))
+    if len(ratios) == 1:
+        return f"alpha = {ratios.pop():g}·r"
+    return "alpha/r varies between runs: rank and scale confounded" if ratios else "alpha/r not recorded"
+
+
 def _arm(row: RowView, with_density: bool) -> str:
     k = row.key
     if not k["capaboost"]:
@@ -126,6 +140,7 @@ def fig1(view: TableView, layout: Layout, stem: str) -> Figure:
                   GLUE_PANEL: f"GLUE average of {len(layout.columns)} numbers (x100)"},
                  annotate=True)
     rows = lora_grid_rows(view)
+    fig.title += f", {scaling_note(rows)}"
     with_density = len({r.key["density"] for r in rows if r.key["capaboost"]}) > 1
     pts = []
     for row in rows:
@@ -197,6 +212,7 @@ def fig4(view: TableView, layout: Layout, stem: str) -> Figure:
                  f"({MODEL_LABEL.get(view.table.model, view.table.model) if view.table else ''})",
                  "LoRA rank r", {}, logx=True)
     rows = [r for r in lora_grid_rows(view) if not r.key["capaboost"] or r.key["density"] == FIG4_DENSITY]
+    fig.title += f", {scaling_note(rows)}"
     pts = []
     for row in rows:
         series = "LoRA (d=1)" if not row.key["capaboost"] else f"CapaBoost-LoRA (d={row.key['d']})"

@@ -7,17 +7,18 @@ transformers or datasets: a bad config is rejected in about a second.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from capaboost.backbones import BACKBONES
+from capaboost.config import MASKS, METHODS, CapaBoostConfig
 from tasks import identity
 from tasks.config_schema import register  # noqa: F401  (re-exported: run.py, tests)
 
-MASKS = ("random", "nm", "same", "none")
-METHODS = ("lora", "padapter", "prefix")
 PRECISIONS = ("fp32", "fp16", "bf16")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
@@ -25,10 +26,13 @@ DATA_SOURCES = ("hub", "fixture")
 MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
 PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final")}
 MODALITY = {"glue": "text", "squad": "text", "vtab": "image"}
-# Which base methods each backbone supports (mirrors capaboost.families: prefix needs PEFT's
-# past-key-value route; tests/test_run_config.py checks the two tables agree).
-BACKBONE_METHODS = {"roberta": METHODS, "bert": METHODS, "xlm-roberta": METHODS,
-                    "deberta-v2": ("lora", "padapter"), "timm-vit": ("lora", "padapter")}
+# CapaBoostConfig's fields as the config spells them (its ValueError names the field).
+_CONFIG_KEY = {"method": "peft.method", "d": "d", "density": "density", "mask": "mask",
+               "mask_seed": "mask_seed", "r": "peft.r", "alpha": "peft.alpha", "dropout": "peft.dropout",
+               "init": "peft.init",
+               "reduction_factor": "peft.reduction_factor", "prefix_length": "peft.prefix_length",
+               "prefix_hidden": "peft.prefix_hidden", "target_modules": "peft.target_modules",
+               "nm_group": "mask"}
 
 
 class ConfigError(ValueError):
@@ -86,22 +90,14 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     """Ranges and choices of the harness's own keys (the method's are CapaBoostConfig's to check)."""
     model, peft, task, trainer, data, logger = (c[k] for k in ("model", "peft", "task", "trainer", "data",
                                                                 "logger"))
-    d, density = c["d"], c["density"]
-    if d < 1:
-        raise ConfigError(f"d={d} must be an integer >= 1 (number of masked branches)")
-    if not 0.0 < density <= 1.0:
-        raise ConfigError(f"density={density} must be in (0, 1] (fraction of ones in each mask)")
-    _choice("mask", c["mask"], MASKS)
+    _choice("mask", c["mask"], MASKS)            # the rest of the method's values: CapaBoostConfig
     _choice("peft.method", peft["method"], METHODS)
-    _choice("peft.init", peft["init"], ("peft", "official"))
     _choice("task.family", task["family"], tuple(PROTOCOLS))
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
     _choice("logger.name", logger["name"], LOGGERS)
     _choice("logger.mode", logger["mode"], WANDB_MODES)
-    if not 0.0 <= peft["dropout"] < 1.0:
-        raise ConfigError(f"peft.dropout={peft['dropout']} must be in [0, 1)")
     for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):
         _positive(f"trainer.{key}", trainer[key])
     for key in ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
@@ -109,8 +105,6 @@ def _check_harness_values(c: dict[str, Any]) -> None:
         _positive(f"trainer.{key}", trainer[key], integer=True)
     for key in ("train_limit", "eval_limit"):
         _positive(f"data.{key}", data[key], integer=True)
-    for key in ("r", "reduction_factor", "prefix_length", "prefix_hidden"):
-        _positive(f"peft.{key}", peft[key], integer=True)
     if task["family"] == "squad" and task["dataset"] not in ("v1", "v2"):
         raise ConfigError(f"task.dataset={task['dataset']!r} must be v1 or v2 for squad")
 
@@ -122,7 +116,8 @@ def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any])
         raise ConfigError(f"model={model['name']} has no {modality} variant but task={task['name']} needs "
                           f"{modality}; models for {modality}: see conf/model/")
     backbone = model["backbones"][modality]
-    method, supported = peft["method"], BACKBONE_METHODS.get(backbone, ())
+    method = peft["method"]  # which methods a backbone takes: capaboost's own table (torch-free import)
+    supported = BACKBONES[backbone].methods if backbone in BACKBONES else ()
     if method not in supported:
         raise ConfigError(f"peft={peft['name']}: method {method!r} is not supported on model={model['name']} "
                           f"(backbone {backbone}); supported: {', '.join(supported)}")
@@ -164,15 +159,21 @@ def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def _capaboost_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
-    """The method's settings; vanilla PEFT is one dense branch whatever the top level says."""
+    """The method's settings, checked by the method's own CapaBoostConfig (one set of rules); vanilla
+    PEFT is one dense branch whatever the top level says."""
     peft = c["peft"]
     d, density, mask = (c["d"], c["density"], c["mask"]) if peft["capaboost"] else (1, 1.0, "random")
-    if mask == "nm" and abs(density * 4 - round(density * 4)) > 1e-9:
-        raise ConfigError(f"mask=nm needs density * 4 to be whole (N:4 structure), got density={density}")
-    return {"method": peft["method"], "d": d, "density": density, "mask": mask, "mask_seed": c["mask_seed"],
-            "r": hparams["r"], "alpha": hparams["alpha"], "dropout": peft["dropout"], "init": peft["init"],
-            "reduction_factor": hparams["reduction_factor"], "prefix_length": hparams["prefix_length"],
-            "prefix_hidden": hparams["prefix_hidden"], "target_modules": peft["target_modules"]}
+    cb = {"method": peft["method"], "d": d, "density": density, "mask": mask, "mask_seed": c["mask_seed"],
+          "r": hparams["r"], "alpha": hparams["alpha"], "dropout": peft["dropout"], "init": peft["init"],
+          "reduction_factor": hparams["reduction_factor"], "prefix_length": hparams["prefix_length"],
+          "prefix_hidden": hparams["prefix_hidden"], "target_modules": peft["target_modules"]}
+    try:
+        CapaBoostConfig(**cb)
+    except ValueError as error:
+        field = re.match(r"\w+", str(error))
+        key = _CONFIG_KEY.get(field.group(0) if field else "", "peft")
+        raise ConfigError(f"{key}: {error}") from None
+    return cb
 
 
 def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:

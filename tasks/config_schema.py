@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from capaboost.config import CapaBoostConfig
+
 
 @dataclass
 class ModelConf:
@@ -33,8 +35,8 @@ class PeftConf:
     reduction_factor: int | None = None
     prefix_length: int | None = None
     prefix_hidden: int | None = None
-    dropout: float = 0.0
-    init: str = "peft"                    # peft | official (LoRA A init)
+    dropout: float = CapaBoostConfig.dropout  # LoRA only (per-branch input dropout)
+    init: str = CapaBoostConfig.init      # peft | official (LoRA A init)
     target_modules: list[str] | None = None
 
 
@@ -101,11 +103,11 @@ class MethodRecipe:
     warmup_ratio: float = 0.0
     warmup_steps: int = 0
     weight_decay: float = 0.0
-    r: int = 8
-    alpha: float = 16
-    reduction_factor: int = 16
-    prefix_length: int = 16
-    prefix_hidden: int = 512
+    r: int = CapaBoostConfig.r            # the method's own defaults, stated once (capaboost/config.py)
+    alpha: float = CapaBoostConfig.alpha
+    reduction_factor: int = CapaBoostConfig.reduction_factor
+    prefix_length: int = CapaBoostConfig.prefix_length
+    prefix_hidden: int = CapaBoostConfig.prefix_hidden
 
 
 @dataclass
@@ -124,9 +126,9 @@ class Config:
     data: DataConf = field(default_factory=DataConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
     recipe: RecipeConf = field(default_factory=RecipeConf)
-    d: int = 2                            # CapaBoost branches (vanilla lora|padapter|prefix: d=1, density=1)
-    density: float = 0.5                  # fraction of ones in each mask
-    mask: str = "random"                  # random | nm | same | none
+    d: int = CapaBoostConfig.d            # CapaBoost branches (vanilla lora|padapter|prefix: d=1, density=1)
+    density: float = CapaBoostConfig.density  # fraction of ones in each mask
+    mask: str = CapaBoostConfig.mask      # random | nm | same | none
     seed: int = 42                        # training seed (head init, LoRA init, data order, dropout)
     mask_seed: int = 0                    # CapaBoost mask seed, independent of the training seed
     force: bool = False                   # re-run even if result.json exists

@@ -30,9 +30,12 @@ def digest(data: Any, n: int = 8) -> str:
 def identity(config: dict[str, Any], peft_name: str, capaboost: dict[str, Any],
              hparams: dict[str, Any], trainer_from_recipe: tuple[str, ...]) -> dict[str, Any]:
     """The experiment's defining values from the resolved config (``config`` is the whole container)."""
+    from capaboost import __version__ as capaboost_version  # no torch: capaboost loads lazily
+
     out = {k: v for k, v in config.items() if k not in NOT_IDENTITY and k != "seed"}
     out["peft"] = peft_name
     out["capaboost"] = capaboost
+    out["capaboost_version"] = capaboost_version  # a new method revision (e.g. new masks) is a new run
     out["hparams"] = {k: v for k, v in hparams.items() if k not in HPARAMS_NOT_IDENTITY}
     out["trainer"] = {k: v for k, v in config["trainer"].items()
                       if k not in trainer_from_recipe and k not in TRAINER_NOT_IDENTITY}

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from runs import CONF, ROOT, compose, spec_for
 
-from tasks.config import BACKBONE_METHODS, ConfigError, resolve
+from tasks.config import ConfigError, resolve
 
 
 def options(group: str) -> list[str]:
@@ -31,13 +31,6 @@ def test_task_options_match_the_data_schema():
     assert {t for t in tasks if t.startswith("vtab/")} == {f"vtab/{t}" for t in VTAB}
     assert {t for t in tasks if t.startswith("squad/")} == {"squad/v1", "squad/v2"}
     assert len(VTAB) == 19
-
-
-def test_family_table_agrees_with_capaboost_families():
-    from capaboost.families import FAMILIES
-
-    for name, fam in FAMILIES.items():
-        assert ("prefix" in BACKBONE_METHODS[name]) == fam.prefix, name
 
 
 def test_every_model_composes_with_its_modality(tmp_path):
@@ -211,3 +204,25 @@ def test_roberta_large_takes_roberta_base_recipe(tmp_path):
 def test_deberta_qnli_warmup_is_the_official_scripts(tmp_path):
     spec = spec_for(["model=deberta-v3-base", "task=glue/qnli", "peft=capaboost_lora"], tmp_path, tiny=False)
     assert spec.hparams["warmup_steps"] == 500 and spec.hparams["max_seq_length"] == 320
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["peft.alpha=0"], "peft.alpha"), (["peft=capaboost_padapter", "peft.dropout=0.1"], "peft.dropout"),
+    (["mask=none"], "mask"), (["mask=nm", "peft.r=2"], "mask"), (["mask_seed=-1"], "mask_seed"),
+])
+def test_the_methods_own_rules_reject_a_config_before_torch(overrides, key, tmp_path):
+    """resolve builds capaboost's CapaBoostConfig: its construction checks name the config key."""
+    with pytest.raises(ConfigError, match=key):
+        spec_for(overrides, tmp_path)
+
+
+def test_backbone_support_is_capaboosts_table(tmp_path, monkeypatch):
+    """No copy of the table in tasks/: taking a method off capaboost's backbone entry rejects it."""
+    import dataclasses
+
+    from capaboost.backbones import BACKBONES
+
+    spec_for(["peft=capaboost_padapter"], tmp_path)
+    monkeypatch.setitem(BACKBONES, "roberta", dataclasses.replace(BACKBONES["roberta"], methods=("lora",)))
+    with pytest.raises(ConfigError, match="not supported"):
+        spec_for(["peft=capaboost_padapter"], tmp_path)

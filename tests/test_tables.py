@@ -267,6 +267,7 @@ def test_each_sweep_gets_its_own_outputs(tmp_path: Path) -> None:
     assert "CapaBoost-LoRA (d=3, density=0.5, r=4)" in fig4_table
     figs = {f.kind: f for f in report.figure_specs}
     assert figs["fig4_r_by_d"].panels == ["CoLA", "RTE"]
+    assert figs["fig4_r_by_d"].title.endswith("alpha/r varies between runs: rank and scale confounded")
     series = figs["fig4_r_by_d"].series("CoLA")
     # legend (drawing) order: the baseline, then d ascending
     assert list(figs["fig4_r_by_d"].drawn["CoLA"]) == ["LoRA (d=1)", "CapaBoost-LoRA (d=2)",
@@ -532,3 +533,14 @@ def test_paper_csvs_cite_no_path_outside_the_repository() -> None:
     for path in (ROOT / "results" / "paper").glob("*.csv"):
         text = path.read_text()
         assert "/work/" not in text and "../shared" not in text and "paper/README.md" not in text, path
+
+
+def test_rank_figures_state_how_alpha_moves_with_r(tmp_path: Path) -> None:
+    """Fig. 4 varies r: its title says alpha/r is held (alpha = 2r, as the sweeps set it)."""
+    runs = tmp_path / "runs"
+    for peft, d in (("lora", 1), ("capaboost_lora", 2)):
+        for r in (2, 4, 8):
+            _identity_grid(runs, peft, ["glue/cola"], seeds=(42, 43), r=r, d=d, alpha=2 * r,
+                           sweeps=["fig4_r_by_d"])
+    figs = {f.kind: f for f in make_tables([runs], tmp_path / "out").figure_specs}
+    assert figs["fig4_r_by_d"].title.endswith("alpha = 2·r")
