@@ -82,10 +82,8 @@ def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_meta
 
 def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
     """(model with PEFT, the module capaboost.apply returned: what capaboost.save/count see)."""
-    settings = dict(spec.capaboost_config)
-    settings["seed"] = settings.pop("mask_seed")  # the core's name for the mask seed
-    cfg = capaboost.CapaBoostConfig(**settings)
-    if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the family is detected on the timm model
+    cfg = capaboost.CapaBoostConfig(**spec.capaboost_config)
+    if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the backbone is detected on the timm model
         model.vit = capaboost.apply(model.vit, cfg)
         return model, model.vit
     peft_root = capaboost.apply(model, cfg)  # prefix returns PEFT's wrapper: always use the return value
