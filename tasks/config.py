@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from tasks.schema import VTAB_PROTOCOLS
+
 MASKS = ("random", "nm", "same", "none")
 METHODS = ("lora", "padapter", "prefix")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -218,6 +220,21 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
+    """VTAB-1k has no canonical hub dataset: without data.path (or data.hub_id) a run cannot start."""
+    if task["family"] != "vtab" or data["source"] == "fixture":
+        return
+    lists = [f"{name}.txt" for name in dict.fromkeys(VTAB_PROTOCOLS[task["protocol"]])]
+    if data["source"] == "hub" and not data["hub_id"]:
+        raise ConfigError(f"data.path is not set: VTAB-1k has no canonical hub dataset; set data.path=<dir> "
+                          f"of the pre-split VTAB-1k folders (<dir>/{task['dataset']}/{' '.join(lists)})")
+    if data["source"] == "path":
+        root = Path(data["path"])
+        if not any(all((folder / f).is_file() for f in lists) for folder in (root / task["dataset"], root)):
+            raise ConfigError(f"data.path={data['path']!r} lacks the VTAB-1k lists {' '.join(lists)} for "
+                              f"{task['dataset']} (looked in {task['dataset']}/ and .)")
+
+
 def resolve(cfg: DictConfig) -> RunSpec:
     """Validate ``cfg`` and fold it into a RunSpec; raises ConfigError naming the offending key."""
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's node needs a live job
@@ -268,6 +285,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
         data["source"] = "path"
     else:
         _choice("data.source", data["source"], DATA_SOURCES)
+    check_vtab_source(task, data)
     if model["path"] is not None and not Path(model["path"]).exists():
         raise ConfigError(f"model.path={model['path']!r} does not exist")
 

@@ -55,6 +55,7 @@ def test_mission_command_writes_a_complete_result(tmp_path):
     (["peft=prefix", "model=deberta-v3-base"], "prefix"),
     (["peft=capaboost_prefix", "task=vtab/cifar"], "prefix"),
     (["model=vit-b16"], "model"), (["trainer.lrr=0.1"], "trainer.lrr"), (["seed=abc"], "seed"),
+    (["task=vtab/cifar", "data=hub"], "data.path"),
 ])
 def test_bad_input_exits_nonzero_with_one_line_before_any_model(args, key, tmp_path):
     proc = cli("task=glue/cola", "peft=capaboost_lora", "model=tiny", "data=fixture", f"runs_root={tmp_path}",
