@@ -77,7 +77,10 @@ def main(cfg: DictConfig) -> dict | None:
         fail(error)
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
-    return execute(spec)
+    try:
+        return execute(spec)
+    except ConfigError as error:  # found once torch is loaded, e.g. trainer.device=cuda without CUDA
+        fail(error)
 
 
 if __name__ == "__main__":

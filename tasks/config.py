@@ -19,7 +19,8 @@ from tasks.schema import VTAB_PROTOCOLS
 
 MASKS = ("random", "nm", "same", "none")
 METHODS = ("lora", "padapter", "prefix")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/device.py)
+DEVICES = ("auto", "cuda", "cpu")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
 DATA_SOURCES = ("hub", "fixture")
@@ -91,7 +92,8 @@ class TrainerConf:
     max_steps: int | None = None          # tiny runs: replaces epochs (and the schedule's length), as in HF
     grad_accum: int = 1
     eval_batch_size: int | None = None
-    precision: str = "fp32"               # fp32 | fp16 | bf16
+    precision: str = "auto"               # auto | fp32 | fp16 | bf16
+    device: str = "auto"                  # auto | cuda | cpu (tasks/device.py)
     max_grad_norm: float = 1.0
     lr_scheduler: str = "linear"
     logging_steps: int = 50
@@ -253,6 +255,9 @@ def resolve(cfg: DictConfig) -> RunSpec:
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
+    _choice("trainer.device", trainer["device"], DEVICES)
+    if trainer["use_cpu"] and trainer["device"] == "cuda":
+        raise ConfigError("trainer.use_cpu=true contradicts trainer.device=cuda (use trainer.device=cpu)")
     _choice("logger.name", logger["name"], LOGGERS)
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     if not 0.0 <= peft["dropout"] < 1.0:
@@ -322,7 +327,7 @@ def resolve(cfg: DictConfig) -> RunSpec:
     hashed = {k: v for k, v in c.items() if k not in _NOT_HASHED + raw}
     hashed.update(peft=peft["name"], capaboost=cb, hparams=hparams)
     hashed["trainer"] = {k: v for k, v in trainer.items() if k not in overrides and k not in (
-        "progress", "logging_steps", "num_workers", "save_total_limit")}
+        "progress", "logging_steps", "num_workers", "save_total_limit", "device")}
     readable = f"d{d}_p{_fmt(density)}_{mask}_s{c['seed']}_m{c['mask_seed']}"
     run_dir = (Path(c["runs_root"]) / task["name"] / model["name"] / peft["name"]
                / f"{readable}-{_digest(hashed)}")

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import distributed
+from tasks import device, distributed
 from tasks.checkpoints import CHECKPOINTS, last_complete_checkpoint
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -92,7 +91,8 @@ def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
 
 # --- the run --------------------------------------------------------------------------------------------
 
-def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo) -> TrainingArguments:
+def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo,
+                  placement: device.Placement) -> TrainingArguments:
     hp, tr = spec.hparams, spec.config["trainer"]
     per_device = distributed.per_device_batch(hp["batch_size"], info.world_size, hp["grad_accum"])
     return TrainingArguments(
@@ -102,13 +102,13 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         gradient_accumulation_steps=hp["grad_accum"], learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
         warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
         lr_scheduler_type=hp["lr_scheduler"], max_grad_norm=hp["max_grad_norm"], optim="adamw_torch",
-        fp16=hp["precision"] == "fp16", bf16=hp["precision"] == "bf16",
+        fp16=placement.precision == "fp16", bf16=placement.precision == "bf16",
         eval_strategy="no", save_strategy="epoch", save_total_limit=tr["save_total_limit"],
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
-        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"], use_cpu=tr["use_cpu"],
-        dataloader_pin_memory=torch.cuda.is_available() and not tr["use_cpu"],
+        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
+        use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
 
 
@@ -126,6 +126,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         os.utime(result_path)
         print(f"already completed: {result_path} (force=true re-runs it)")
         return json.loads(result_path.read_text())
+    placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup()
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     if spec.force and info.is_main:
@@ -146,7 +147,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
 
-    args = training_args(spec, run_dir, job, info)
+    args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
     wandb_run = start_wandb(spec, run_dir) if use_wandb else None
     evaluation = EpochEvaluation(job.evals)
@@ -174,7 +175,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
-        "run_dir": str(run_dir), "history": history,
+        "run_dir": str(run_dir), "history": history, **device.record(placement),
     }
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)

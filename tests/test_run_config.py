@@ -109,6 +109,8 @@ def test_run_dir_is_derived_from_the_config_only(tmp_path):
     a = spec_for(base, tmp_path)
     assert a.run_dir == spec_for(base, tmp_path).run_dir
     assert a.run_dir == spec_for([*base, "logger=wandb", "force=true"], tmp_path).run_dir
+    # where it trains is not what it is: a requeue on another node (or trainer.device=cuda) finds its dir
+    assert a.run_dir == spec_for([*base, "trainer.device=cuda"], tmp_path).run_dir
     assert Path(a.run_dir).relative_to(tmp_path).parts[:4] == ("glue", "cola", "tiny", "capaboost_lora")
     other_seed = spec_for([*base, "seed=43"], tmp_path)
     assert other_seed.run_dir != a.run_dir and other_seed.group == a.group
@@ -133,6 +135,7 @@ def test_result_config_records_the_data_source(tmp_path):
                                                        "grad_accum"),
     (["mask=nm", "density=0.3"], "density"), (["logger.mode=later"], "logger.mode"),
     (["task=vtab/cifar", "data=hub"], "data.path"),
+    (["trainer.device=gpu"], "trainer.device"), (["trainer.use_cpu=true", "trainer.device=cuda"], "use_cpu"),
 ])
 def test_bad_values_raise_naming_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key):
