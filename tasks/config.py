@@ -27,6 +27,10 @@ DATA_SOURCES = ("hub", "fixture")
 MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
 PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final")}
 MODALITY = {"glue": "text", "squad": "text", "vtab": "image"}
+# task.report: the epoch whose metrics are "best". best_select_epoch: the paper's rule on the select
+# split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it.
+REPORT_RULES = {"glue": ("best_select_epoch", "final_epoch"), "squad": ("best_select_epoch", "final_epoch"),
+                "vtab": ("final_epoch", "best_test_epoch")}
 # Which base methods each backbone family supports (mirrors capaboost.families: prefix needs PEFT's
 # past-key-value route; tests/test_run_config.py checks the two tables agree).
 FAMILY_METHODS = {"roberta": METHODS, "bert": METHODS, "xlm-roberta": METHODS,
@@ -77,6 +81,8 @@ class TaskConf:
     dataset: str = MISSING                # cola | v1 | cifar
     protocol: str = MISSING
     main_metric: str = MISSING
+    eval_every: int | None = 1            # epochs between evaluation rounds; None: after the last epoch only
+    report: str = "best_select_epoch"     # which evaluated epoch result.json's "best" is (REPORT_RULES)
 
 
 @dataclass
@@ -253,6 +259,8 @@ def resolve(cfg: DictConfig) -> RunSpec:
     _choice("peft.init", peft["init"], ("peft", "official"))
     _choice("task.family", task["family"], tuple(PROTOCOLS))
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
+    _choice("task.report", task["report"], REPORT_RULES[task["family"]])
+    _positive("task.eval_every", task["eval_every"], integer=True)
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
     _choice("trainer.device", trainer["device"], DEVICES)

@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed
+from tasks import device, distributed, evaluation
 from tasks.checkpoints import CHECKPOINTS, last_complete_checkpoint
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -150,24 +150,26 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
     wandb_run = start_wandb(spec, run_dir) if use_wandb else None
-    evaluation = EpochEvaluation(job.evals)
+    epochs = EpochEvaluation(job.evals, spec.config["task"]["eval_every"])
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[evaluation, *callbacks])
-    evaluation.trainer = trainer
+                      callbacks=[epochs, *callbacks])
+    epochs.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
     if not history:
         raise RuntimeError("training finished without a single evaluation round")
     scores = [job.select_score(row["select"]) for row in history]
-    best_i = max(range(len(history)), key=lambda i: (scores[i], -i))  # first epoch among equals
+    rule = spec.config["task"]["report"]
+    best_i = evaluation.chosen_round(scores, rule)
     result = {
         "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
         "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
         "seed": spec.seed, "mask_seed": spec.mask_seed,
         "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
-        "best_epoch": best_i + 1, "epochs_evaluated": len(history),
-        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select"},
+        "best_epoch": evaluation.epoch_number(history[best_i]), "epochs_evaluated": len(history),
+        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
+                      "rule": rule},
         "main_metric": spec.main_metric, "params": params, "status": "completed",
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),

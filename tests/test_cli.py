@@ -91,7 +91,9 @@ GRID = ([("glue/cola", p) for p in PEFTS] + [("squad/v1", p) for p in PEFTS]
 @pytest.mark.parametrize("task, peft", GRID)
 def test_every_task_family_and_peft_runs(task, peft, tmp_path):
     # 8 training rows in batches of 8: one step per epoch (SQuAD: a few, its contexts span windows)
-    result = run([f"task={task}", f"peft={peft}", "trainer.epochs=2", "data.train_limit=8"], tmp_path)
+    # VTAB evaluates only after the last epoch by default (tests/tasks/test_vtab.py): ask for every epoch
+    every = ["task.eval_every=1", "task.report=best_test_epoch"] if task.startswith("vtab/") else []
+    result = run([f"task={task}", f"peft={peft}", "trainer.epochs=2", "data.train_limit=8", *every], tmp_path)
     names = metric_names(task)
     assert set(result["metrics"]) >= names and set(result["best"]) >= names
     for name in names:
