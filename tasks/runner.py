@@ -199,7 +199,7 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
     p = result["params"]
     return (f"done {result['task']} {result['model']} {result['peft']} d={result['d']} "
             f"density={result['density']:g} seed={result['seed']}: {main} best {best} "
-            f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final}; params "
+            f"(epoch {result['best_epoch']}, {result['selection']['rule']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
 
