@@ -71,8 +71,10 @@ def fail(error: Exception) -> None:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        spec = resolve(cfg)
+        spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config

@@ -80,7 +80,7 @@ def check_install() -> dict[str, str]:
 
 def plan(out: Path, fast: bool) -> tuple[list[Run], list[str]]:
     """The sweep's runs (as run.py would launch them) with their run dirs; extra overrides used."""
-    from reporting.sweeps import compose_runs
+    from tasks.sweeps import compose_runs
 
     extra = []
     if out.resolve() != DEFAULT_OUT.resolve():  # the sweep file's relative paths are the default

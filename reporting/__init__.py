@@ -1,9 +1,10 @@
-"""Tables and figures of the paper from result.json files, and sweep expansion (no training here).
+"""Tables and figures of the paper from result.json files (no training here).
 
 Importing this package is cheap (no torch, no Hydra run): `make tables` must stay fast on
-thousands of runs.
+thousands of runs. Entry point: scripts/make_tables.py (`make tables`).
 """
+from .build import make_tables
 from .collect import Collection, Problem, load_runs
-from .report import Report, make_tables
+from .report import Report
 
 __all__ = ["Collection", "Problem", "Report", "load_runs", "make_tables"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_NAME = "result.json"
+STATUS_NAME = "status.json"  # the runner's heartbeat: a run that is running, or died
 REQUIRED = ("task", "model", "peft", "seed", "status")
 # Correlation metrics live in [-1, 1]; every other metric is a fraction in [0, 1] (never x100).
 SIGNED = ("mcc", "pearson", "spearman")
@@ -28,26 +29,63 @@ class Problem:
 
 
 @dataclass
+class Unfinished:
+    """A run directory with a status.json but no result.json: running, or died without a result."""
+
+    path: str
+    status: str
+    host: str = "?"
+    pid: Any = "?"
+    updated: str = "?"
+    error: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status} {self.path} (host {self.host}, pid {self.pid}, last update {self.updated})"
+        return text + (f": {self.error}" if self.error else "")
+
+
+@dataclass
 class Collection:
     runs: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     excluded: Counter = field(default_factory=Counter)  # status -> count (status != completed)
     excluded_paths: list[str] = field(default_factory=list)
     n_files: int = 0
+    unfinished: list[Unfinished] = field(default_factory=list)
 
 
-def find_result_files(roots: list[str | os.PathLike]) -> list[Path]:
-    """Every result.json under the roots, sorted, each once (roots may overlap)."""
+def find_result_files(roots: list[str | os.PathLike], status_only: list[Path] | None = None) -> list[Path]:
+    """Every result.json under the roots, sorted, each once (roots may overlap); directories with
+    only a status.json are appended to `status_only`."""
     missing = [str(r) for r in roots if not Path(r).is_dir()]
     if missing:
         raise FileNotFoundError(f"--runs directory not found: {', '.join(missing)} "
                                 f"(run a sweep first, or pass RUNS=<dir with result.json files>)")
     found: set[Path] = set()
+    waiting: set[Path] = set()
     for root in roots:
         for dirpath, _dirs, files in os.walk(root):
             if RESULT_NAME in files:
                 found.add(Path(dirpath, RESULT_NAME).resolve())
+            elif STATUS_NAME in files:
+                waiting.add(Path(dirpath, STATUS_NAME).resolve())
+    if status_only is not None:
+        status_only.extend(sorted(waiting))
     return sorted(found)
+
+
+def read_status(path: Path) -> Unfinished:
+    """What a status.json says (an unreadable one is reported as such, never fatal)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            st = json.load(f)
+        if not isinstance(st, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return Unfinished(str(path.parent), "unknown", error=f"unreadable status.json: {e}")
+    return Unfinished(str(path.parent), str(st.get("status", "unknown")), str(st.get("host", "?")),
+                      st.get("pid", "?"), str(st.get("updated", st.get("started", "?"))),
+                      str(st.get("error") or ""))
 
 
 def _metric_problem(metrics: Any, where: str) -> str | None:
@@ -85,7 +123,8 @@ def validate(run: Any) -> str | None:
 def load_runs(roots: list[str | os.PathLike]) -> Collection:
     """Parse every result.json under the roots; keep completed, valid ones."""
     out = Collection()
-    for path in find_result_files(roots):
+    waiting: list[Path] = []
+    for path in find_result_files(roots, waiting):
         out.n_files += 1
         try:
             with open(path, encoding="utf-8") as f:
@@ -103,4 +142,5 @@ def load_runs(roots: list[str | os.PathLike]) -> Collection:
             continue
         run["_path"] = str(path)
         out.runs.append(run)
+    out.unfinished = [read_status(p) for p in waiting]
     return out

@@ -1,8 +1,12 @@
-"""Group runs into (table, row, task) cells over seeds: the config without the training seed.
+"""Group runs into (table, row, task) cells over seeds.
 
-A row is one method configuration; the cells of a row are its tasks. Everything that changes the
-experiment other than the seed and the task is part of the row key, so two configurations never
-share a mean (e.g. r=8 vs r=16, 10k training subset vs full data, fixture vs hub data).
+A row is one experiment apart from its task: `result["identity"]` (every config value that defines
+the experiment, written by the runner) minus the task and minus the hyperparameters the per-task
+recipe chose (CoLA's lr and RTE's lr differ, yet both belong to the row "LoRA"). Older result
+files have no identity: theirs is rebuilt from the fields they carry (`legacy_identity`), as before.
+
+Seeds of one cell are never chosen by file path: identical duplicates are merged, conflicting ones
+are left out of the cell and listed with both paths and values.
 """
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Row-key fields: name -> where to look in a result (top-level key, then dotted config paths; the
-# first non-null value wins). The runner stores the resolved config under result["config"].
-ROW_FIELDS: dict[str, tuple[str, ...]] = {
+HUB = "hub"
+MAIN = None  # the bucket of the paper's main tables (their sweeps, and result files without a sweep record)
+SINGLE = "single_runs"  # runs with an identity but no sweep record: launched one by one
+PER_TASK = "per-task recipe"  # row-key value of a hyperparameter the task's recipe chose
+
+# Older files: name -> where to look (top-level key, then dotted config paths; first non-null wins).
+LEGACY_FIELDS: dict[str, tuple[str, ...]] = {
     "peft": ("peft",),
     "d": ("d",),
     "density": ("density",),
@@ -30,13 +38,13 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "train_limit": ("config.data.train_limit",),
     "source": ("config.data.source",),
 }
-# Fields that only mean something for one PEFT method (dropped elsewhere, so e.g. a LoRA row
-# is not split by an adapter reduction factor that sits in the recipe).
-METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix"}
+# Fields that only mean something for one PEFT method, or only for CapaBoost.
+METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix",
+               "prefix_hidden": "prefix"}
+CAPA_ONLY = ("d", "density", "mask", "mask_seed")
 # Config sections that are the same for every task of one experiment: any difference in them
 # (a trainer override, eval_limit, dropout, a local model path, ...) makes a separate row.
 EXTRA_SECTIONS = ("peft", "trainer", "data", "model")
-# ...except keys that cannot change the numbers, or are row fields already.
 EXTRA_IGNORED = {
     "peft": {"name", "method", "capaboost", "r", "alpha", "reduction_factor", "prefix_length"},
     "trainer": {"progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
@@ -44,7 +52,13 @@ EXTRA_IGNORED = {
     "data": {"source", "train_limit", "path"},  # path: one local dir per task (source says "path")
     "model": set(),
 }
-HUB = "hub"
+# Not part of a row key: the cell's own coordinates (the table holds one model and one source).
+# data.path: one local directory per task (data.source says "path"), as in the legacy grouping.
+NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family", "data.path"}
+# Names of the rule every protocol uses unless told otherwise (best epoch on the select split); any
+# other `selection.rule` (e.g. VTAB's "best test epoch") marks the cell as selected on the test set.
+DEFAULT_RULES = {None, "", "default", "best", "select", "best_select", "best-select", "best_select_epoch",
+                 "best_epoch", "select_split"}
 
 
 def lookup(run: dict[str, Any], paths: Iterable[str], method: str = "") -> Any:
@@ -61,45 +75,125 @@ def lookup(run: dict[str, Any], paths: Iterable[str], method: str = "") -> Any:
     return None
 
 
-def _flatten(prefix: str, node: Any) -> Iterable[tuple[str, Any]]:
+def flatten(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Dotted leaves of nested dicts; lists become JSON text (hashable, comparable)."""
     if isinstance(node, dict):
         for k in sorted(node):
-            yield from _flatten(f"{prefix}.{k}", node[k])
+            yield from flatten(node[k], f"{prefix}.{k}" if prefix else str(k))
     else:
         yield prefix, json.dumps(node, sort_keys=True) if isinstance(node, list) else node
 
 
-def extra_items(run: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """Flattened non-null config entries that are not row fields (e.g. trainer.max_steps=5)."""
+def _norm(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def method_of(run: dict[str, Any]) -> str:
+    return str(run.get("method") or str(run["peft"]).removeprefix("capaboost_"))
+
+
+def is_capaboost(run: dict[str, Any]) -> bool:
+    return bool(run.get("capaboost", str(run["peft"]).startswith("capaboost")))
+
+
+def legacy_identity(run: dict[str, Any]) -> dict[str, Any]:
+    """Row identity of a result file written before `identity` existed (the earlier grouping)."""
+    method, capa = method_of(run), is_capaboost(run)
+    out: dict[str, Any] = {}
+    for name, paths in LEGACY_FIELDS.items():
+        value = lookup(run, paths, method)
+        if name in METHOD_ONLY and METHOD_ONLY[name] != method:
+            value = None
+        if not capa and name in CAPA_ONLY:
+            value = None  # vanilla: one branch, no mask, whatever the top-level keys say
+        if name == "source" and value is None:
+            value = "unknown"
+        out[name] = value if name == "density" else _norm(value)
     config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    out = []
     for section in EXTRA_SECTIONS:
         node = config.get(section)
         if isinstance(node, dict):
             for key, value in node.items():
                 if key not in EXTRA_IGNORED[section] and value is not None:
-                    out.extend(_flatten(f"{section}.{key}", value))
-    return tuple(out)
+                    out.update(flatten(value, f"{section}.{key}"))
+    return out
 
 
-def row_key(run: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The run's configuration without seed and task, as a hashable, ordered key."""
-    method = str(run.get("method") or str(run["peft"]).removeprefix("capaboost_"))
-    capaboost = bool(run.get("capaboost", str(run["peft"]).startswith("capaboost")))
-    out = []
-    for name, paths in ROW_FIELDS.items():
-        value = lookup(run, paths, method)
-        if name in METHOD_ONLY and METHOD_ONLY[name] != method:
-            value = None
-        if not capaboost and name in ("d", "density", "mask", "mask_seed"):
-            value = None  # vanilla: one branch, no mask, whatever the top-level keys say
-        if name == "source" and value is None:
-            value = "unknown"
-        if isinstance(value, float) and value.is_integer() and name != "density":
-            value = int(value)
-        out.append((name, value))
-    out.append(("extra", extra_items(run)))
-    return tuple(out)
+def row_identity(run: dict[str, Any]) -> dict[str, Any]:
+    """The experiment apart from task and seed, as flat dotted keys (None values dropped).
+
+    With `identity`: a hyperparameter equal to the task recipe's value reads PER_TASK, so one
+    method's tasks share a row although their recipes differ; an overridden value stays (r=4).
+    """
+    ident = run.get("identity")
+    if not isinstance(ident, dict):
+        return {k: v for k, v in legacy_identity(run).items() if v is not None}
+    method, capa = method_of(run), is_capaboost(run)
+    recipe = lookup(run, [f"config.recipe.{method}"]) or {}
+    out: dict[str, Any] = {}
+    for key, value in flatten(ident):
+        leaf = key.rsplit(".", 1)[-1]
+        if value is None or key in NOT_ROW or leaf in NOT_ROW or (not capa and leaf in CAPA_ONLY):
+            continue
+        if leaf in METHOD_ONLY and METHOD_ONLY[leaf] != method:
+            continue
+        if isinstance(recipe, dict) and leaf in recipe and _same(recipe[leaf], value):
+            value = PER_TASK
+        out[key] = value if leaf == "density" else _norm(value)
+    out.setdefault("peft", str(run["peft"]))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def field_of(ident: dict[str, Any], name: str) -> Any:
+    """A value by its short name (train_limit finds data.train_limit); the shortest key wins."""
+    if ident.get(name) is not None:
+        return ident[name]
+    hits = sorted((k for k in ident if k.rsplit(".", 1)[-1] == name and ident[k] is not None),
+                  key=lambda k: (k.count("."), k))
+    return ident[hits[0]] if hits else None
+
+
+def canonical(run: dict[str, Any]) -> dict[str, Any]:
+    """The fields figures, paper matching and label ordering need, from any result file."""
+    ident = run.get("identity") if isinstance(run.get("identity"), dict) else None
+    flat = dict(flatten(ident)) if ident else legacy_identity(run)
+    capa = is_capaboost(run)
+    r = field_of(flat, "r") if method_of(run) == "lora" else None
+    if r is None and method_of(run) == "lora":
+        r = lookup(run, ["hparams.r", "config.peft.r"])
+    source = field_of(flat, "source")
+    return {"peft": str(run["peft"]), "method": method_of(run), "capaboost": capa,
+            "d": _norm(run.get("d")) if capa else 1, "density": run.get("density") if capa else 1.0,
+            "mask": run.get("mask") if capa else None, "r": _norm(r),
+            "train_limit": field_of(flat, "train_limit"),
+            "source": "unknown" if source is None and not ident else (source or HUB)}
+
+
+def selection_rule(run: dict[str, Any]) -> Any:
+    sel = run.get("selection")
+    return (sel.get("rule") if isinstance(sel, dict) else None) or run.get("selection_rule")
+
+
+def run_flags(run: dict[str, Any]) -> set[str]:
+    """What a reader must know about this run's numbers (see render.FLAGS)."""
+    flags = set()
+    if not run.get("best"):
+        flags.add("final_epoch")
+    if selection_rule(run) not in DEFAULT_RULES:
+        flags.add("test_selected")
+    return flags
+
+
+def metrics_of(run: dict[str, Any]) -> dict[str, Any]:
+    """The paper reports the best epoch (chosen on the select split, measured on the report split);
+    a run without one falls back to its final epoch, and run_flags marks it."""
+    return run.get("best") or run.get("metrics") or {}
 
 
 @dataclass
@@ -110,34 +204,69 @@ class Stat:
     std: float | None
     n: int
     seeds: tuple[int, ...] = ()
+    flags: frozenset[str] = frozenset()
 
 
-def summarize(values: list[float], seeds: Iterable[int] = ()) -> Stat:
+def summarize(values: list[float], seeds: Iterable[int] = (), flags: Iterable[str] = ()) -> Stat:
     xs = [100.0 * v for v in values]
     n = len(xs)
     mean = math.fsum(xs) / n
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-    return Stat(mean, std, n, tuple(seeds))
+    return Stat(mean, std, n, tuple(seeds), frozenset(flags))
+
+
+@dataclass
+class Conflict:
+    """Two or more result files for one experiment and seed with different numbers."""
+
+    task: str
+    seed: int
+    files: list[tuple[str, dict[str, Any]]]  # (path, the numbers the table would use)
+
+    def describe(self) -> str:
+        return "; ".join(f"{path}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                 for k, v in sorted(used.items()))
+                         for path, used in self.files)
 
 
 @dataclass
 class Cell:
     """All seeds of one (row, task)."""
 
-    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> run
-    duplicates: list[str] = field(default_factory=list)
+    candidates: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # seed -> runs
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> the run used
+    merged: list[str] = field(default_factory=list)  # identical duplicates (paths not used)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def settle(self, task: str) -> None:
+        """Merge identical duplicates; leave conflicting seeds out. Independent of file order."""
+        for seed, runs in sorted(self.candidates.items()):
+            runs = sorted(runs, key=lambda r: r.get("_path", ""))
+            numbers = [_numbers(r) for r in runs]
+            if all(n == numbers[0] for n in numbers):
+                self.runs[seed] = runs[0]
+                self.merged += [r.get("_path", "?") for r in runs[1:]]
+            else:
+                self.conflicts.append(Conflict(task, seed, [(r.get("_path", "?"), n["used"])
+                                                            for r, n in zip(runs, numbers, strict=True)]))
+
+    @property
+    def flags(self) -> set[str]:
+        out = set().union(*(run_flags(r) for r in self.runs.values())) if self.runs else set()
+        return out | ({"conflict"} if self.conflicts else set())
 
     def metric(self, name: str) -> Stat | None:
-        pairs = [(s, metrics_of(r).get(name)) for s, r in sorted(self.runs.items())]
-        pairs = [(s, v) for s, v in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        pairs = [(s, metrics_of(r).get(name), run_flags(r)) for s, r in sorted(self.runs.items())]
+        pairs = [(s, v, f) for s, v, f in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if not pairs:
             return None
-        return summarize([v for _, v in pairs], [s for s, _ in pairs])
+        flags = set().union(*(f for _, _, f in pairs)) | ({"conflict"} if self.conflicts else set())
+        return summarize([v for _, v, _ in pairs], [s for s, _, _ in pairs], flags)
 
 
-def metrics_of(run: dict[str, Any]) -> dict[str, Any]:
-    """The paper reports the best epoch (chosen on the select split, measured on the report split)."""
-    return run.get("best") or run.get("metrics") or {}
+def _numbers(run: dict[str, Any]) -> dict[str, Any]:
+    return {"used": metrics_of(run), "best": run.get("best"), "metrics": run.get("metrics"),
+            "rule": selection_rule(run)}
 
 
 def family_of(task: str) -> str:
@@ -149,37 +278,72 @@ def table_name(family: str, model: str) -> str:
 
 
 @dataclass
-class Table:
-    """One (family, model, data source) table: rows keyed by config, cells keyed by task.
+class Row:
+    identity: dict[str, Any]  # row key as a dict (see row_identity)
+    canonical: dict[str, Any]
+    cells: dict[str, Cell] = field(default_factory=dict)  # task -> cell
+    values: dict[str, set] = field(default_factory=dict)  # identity key -> resolved values over runs
 
-    Non-hub data (fixture, local path, unknown) gets its own table file, so it can never sit next
-    to the paper's numbers.
+    def all_runs(self) -> list[dict[str, Any]]:
+        return [r for c in self.cells.values() for r in c.runs.values()]
+
+
+@dataclass
+class Table:
+    """One (bucket, family, model, data source) table: rows keyed by identity, cells by task.
+
+    bucket: MAIN (the paper's table: its own sweep's runs, or files without a sweep record), a
+    sweep name, or SINGLE. Non-hub data gets its own table, so it never sits beside the paper.
     """
 
     family: str
     model: str
     source: str
-    rows: dict[tuple, dict[str, Cell]] = field(default_factory=dict)
+    bucket: str | None = MAIN
+    rows: dict[tuple, Row] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         base = table_name(self.family, self.model)
-        return base if self.source == HUB else f"{base}-{self.source}"
+        base = base if self.source == HUB else f"{base}-{self.source}"
+        return base if self.bucket is MAIN else f"{base}-{self.bucket}"
+
+    @property
+    def conflicts(self) -> list[tuple[Row, Conflict]]:
+        return [(row, c) for row in self.rows.values() for cell in row.cells.values() for c in cell.conflicts]
 
 
-def build_tables(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Table]:
-    """Bucket runs by (family, model, source) -> row key -> task -> seed; duplicates are recorded."""
-    tables: dict[tuple[str, str, str], Table] = {}
+def buckets_of(run: dict[str, Any], main_sweeps: Iterable[str]) -> list[str | None]:
+    """Which outputs a run belongs to: each sweep that requested it (the family's main sweeps map
+    to MAIN); files without a sweep record: MAIN if they predate `identity`, else SINGLE."""
+    sweeps = run.get("sweeps")
+    if isinstance(sweeps, list) and sweeps:
+        return sorted({MAIN if s in set(main_sweeps) else str(s) for s in sweeps}, key=lambda b: b or "")
+    return [MAIN] if not isinstance(run.get("identity"), dict) else [SINGLE]
+
+
+def build_tables(runs: list[dict[str, Any]],
+                 main_sweeps: dict[str, tuple[str, ...]] | None = None) -> dict[tuple, Table]:
+    """Bucket runs by (bucket, family, model, source) -> row -> task -> seed, then settle duplicates."""
+    main_sweeps = main_sweeps or {}
+    tables: dict[tuple, Table] = {}
     for run in runs:
         task, model = str(run["task"]), str(run["model"])
         fam = family_of(task)
-        key = row_key(run)
-        source = str(dict(key)["source"])
-        table = tables.setdefault((fam, model, source), Table(fam, model, source))
-        cell = table.rows.setdefault(key, {}).setdefault(task, Cell())
-        seed = int(run["seed"])
-        if seed in cell.runs:
-            cell.duplicates.append(run.get("_path", "?"))
-        else:
-            cell.runs[seed] = run
+        ident = row_identity(run)
+        canon = canonical(run)
+        key = tuple(sorted(ident.items(), key=lambda kv: kv[0]))
+        raw = dict(flatten(run["identity"])) if isinstance(run.get("identity"), dict) else {}
+        for bucket in buckets_of(run, main_sweeps.get(fam, ())):
+            tkey = (bucket or "", fam, model, str(canon["source"]))
+            table = tables.setdefault(tkey, Table(fam, model, str(canon["source"]), bucket))
+            row = table.rows.setdefault(key, Row(ident, canon))
+            row.cells.setdefault(task, Cell()).candidates.setdefault(int(run["seed"]), []).append(run)
+            for k, v in ident.items():
+                resolved = raw.get(k, v) if v == PER_TASK else v
+                row.values.setdefault(k, set()).add(json.dumps(resolved, sort_keys=True, default=str))
+    for table in tables.values():
+        for row in table.rows.values():
+            for task, cell in row.cells.items():
+                cell.settle(task)
     return tables

@@ -16,6 +16,7 @@ class Column:
     metric: str
     label: str
     group: str | None = None
+    note: str = ""  # explained under the table (e.g. MNLI-m: matched only)
 
     @property
     def key(self) -> str:
@@ -28,6 +29,9 @@ class Layout:
     family: str
     columns: tuple[Column, ...]
     avg: str  # "columns" | "groups" | "none"
+    extra: tuple[Column, ...] = ()  # in the .csv only, never averaged (e.g. MNLI mismatched)
+    rank: bool = False  # the paper's rank-of-ΔW column
+    sweeps: tuple[str, ...] = ()  # the sweeps whose runs make this family's main tables
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -37,9 +41,18 @@ class Layout:
                 seen.setdefault(c.group)
         return tuple(seen)
 
+    def task_label(self, task: str) -> str:
+        """A task's name for a reader: CoLA, MRPC (not 'MRPC acc'), MNLI-m."""
+        return next((c.label.split(" ")[0] for c in self.columns if c.task == task), task)
+
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c.task for c in self.columns))
+
+
+def _columns(spec: dict, key: str) -> tuple[Column, ...]:
+    return tuple(Column(c["task"], c["metric"], c["label"], c.get("group"), c.get("note", ""))
+                 for c in spec.get(key) or ())
 
 
 @cache
@@ -50,6 +63,7 @@ def layouts(path: str = str(LAYOUTS)) -> dict[str, Layout]:
     for family, spec in raw.items():
         if spec.get("avg", "none") not in ("columns", "groups", "none"):
             raise ValueError(f"{path}: {family}.avg must be columns|groups|none, got {spec.get('avg')!r}")
-        cols = tuple(Column(c["task"], c["metric"], c["label"], c.get("group")) for c in spec["columns"])
-        out[family] = Layout(family, cols, spec.get("avg", "none"))
+        out[family] = Layout(family, _columns(spec, "columns"), spec.get("avg", "none"),
+                             _columns(spec, "extra"),
+                             bool(spec.get("rank", False)), tuple(spec.get("sweeps") or ()))
     return out

@@ -1,17 +1,11 @@
-"""`make tables`: result.json files -> results/tables/*.{md,csv,tex} and results/figures/*.png."""
+"""What one `make tables` did, as lines for the user: files used, left out, unfinished, written."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .collect import Collection, load_runs
-from .figures import write_figures
-from .groups import build_tables
-from .layout import layouts
-from .paper import PAPER_DIR, load_paper
-from .render import to_csv, to_markdown, to_tex
-from .tables import build_view
+from .collect import Collection
 
 
 @dataclass
@@ -19,9 +13,15 @@ class Report:
     collection: Collection
     tables: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
-    skipped_figures: list[str] = field(default_factory=list)
+    figure_specs: list[Any] = field(default_factory=list)  # figures.Figure: points, notes, axes
+    conflicts: list[tuple[str, Any, Any]] = field(default_factory=list)  # (table, Row, Conflict)
     unknown_families: dict[str, int] = field(default_factory=dict)
     removed: list[Path] = field(default_factory=list)
+
+    @property
+    def skipped_figures(self) -> list[str]:
+        drawn = {f.kind for f in self.figure_specs if f.points}
+        return sorted({f.kind for f in self.figure_specs} - drawn)
 
     def lines(self) -> list[str]:
         c = self.collection
@@ -32,53 +32,20 @@ class Report:
             by = ", ".join(f"{n} {s}" for s, n in sorted(c.excluded.items()))
             out.append(f"excluded {sum(c.excluded.values())} run(s) whose status is not 'completed' ({by}):")
             out += [f"  {p}" for p in c.excluded_paths]
+        if c.unfinished:
+            out.append(f"{len(c.unfinished)} run dir(s) without result.json (running, or died):")
+            out += [f"  {u.line()}" for u in c.unfinished]
+        for table, _row, conflict in self.conflicts:
+            out.append(f"CONFLICT {table} {conflict.task} seed {conflict.seed}: seed left out; "
+                       f"{conflict.describe()}")
         for fam, n in sorted(self.unknown_families.items()):
             out.append(f"no table layout for task family '{fam}' ({n} run(s) not tabulated)")
         out += [f"wrote {p}" for p in self.tables + self.figures]
+        for fig in self.figure_specs:
+            out += [f"{fig.stem}: {note}" for note in fig.notes]
         out += [f"removed stale {p} (no runs for it this time)" for p in self.removed]
-        if self.skipped_figures:
-            out.append(f"no runs for figure(s): {', '.join(self.skipped_figures)} (skipped)")
+        missing = [k for k in ("fig1_rank_params", "fig3_masks", "fig4_r_by_d")
+                   if k not in {f.kind for f in self.figure_specs if f.points}]
+        if missing:
+            out.append(f"no figure drawn for: {', '.join(missing)} (no runs, or grid absent: see above)")
         return out
-
-
-def make_tables(roots: list[str | os.PathLike], out: str | os.PathLike = "results",
-                paper_dir: str | os.PathLike = PAPER_DIR, figures: bool = True) -> Report:
-    """Build every table and figure the runs allow; partial sweeps give partial tables."""
-    collection = load_runs(roots)
-    report = Report(collection)
-    lay = layouts()
-    tables = build_tables(collection.runs)
-    out = Path(out)
-    from .output import write_text
-
-    for (family, _model, _source), table in sorted(tables.items()):
-        if family not in lay:
-            report.unknown_families[family] = report.unknown_families.get(family, 0) + sum(
-                len(c.runs) for cells in table.rows.values() for c in cells.values())
-            continue
-        view = build_view(table, lay[family], load_paper(table.name, paper_dir))
-        for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_tex)):
-            path = out / "tables" / f"{view.name}.{ext}"
-            write_text(path, render(view))
-            report.tables.append(path)
-    if figures:
-        report.figures, report.skipped_figures = write_figures(
-            {k: t for k, t in tables.items() if k[0] in lay}, lay, out / "figures")
-    report.removed = remove_stale(out, lay, set(report.tables) | set(report.figures), figures)
-    return report
-
-
-def remove_stale(out: Path, lay: dict, written: set[Path], figures: bool) -> list[Path]:
-    """Outputs of an earlier `make tables` that this one did not rewrite (their runs are gone or were
-    not passed this time): left in place they would be read as current. Only our own file names."""
-    from .figures import FIGURES
-
-    stale = [p for fam in lay for ext in ("md", "csv", "tex")
-             for p in (out / "tables").glob(f"{fam}_*.{ext}") if p not in written]
-    if figures:
-        stale += [p for fig in FIGURES for ext in ("png", "csv")
-                  for p in (out / "figures").glob(f"{fig}_*.{ext}")
-                  if p not in written and p.with_suffix(".png") not in written]
-    for p in stale:
-        p.unlink()
-    return stale

@@ -11,7 +11,8 @@ from typing import Any
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks.config import RunSpec, _digest
+from tasks.config import RunSpec
+from tasks.identity import digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
 
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else (
-        _digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
+        digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
     write_text(id_file, run_id)
     os.environ["WANDB_MODE"] = logger["mode"]
     return wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",

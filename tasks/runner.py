@@ -121,11 +121,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if result_path.is_file() and not spec.force:
-        # No training, no rewrite; only the mtime moves, so "results newer than this command" (a
-        # sweep re-run, the contract's cli-smoke) include results that were already there.
-        os.utime(result_path)
         print(f"already completed: {result_path} (force=true re-runs it)")
-        return json.loads(result_path.read_text())
+        return reuse_result(result_path, spec.sweep)
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup()
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
@@ -174,6 +171,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
         "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
+        "identity": spec.identity, "identity_key": spec.identity_key,
+        "sweeps": [spec.sweep] if spec.sweep else [],
         "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
@@ -190,6 +189,19 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
             wandb_run.finish()
         print(summary_line(result, result_path))
     distributed.teardown()
+    return result
+
+
+def reuse_result(path: Path, sweep: str | None) -> dict[str, Any]:
+    """A finished run asked for again trains nothing. A sweep that reuses it is added to its ``sweeps``
+    (so that sweep's tables find it); otherwise only the mtime moves, so "results newer than this
+    command" (a sweep re-run, the contract's cli-smoke) include results that were already there."""
+    result = json.loads(path.read_text())
+    if sweep and sweep not in result.setdefault("sweeps", []):
+        result["sweeps"].append(sweep)
+        write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        os.utime(path)
     return result
 
 

@@ -97,3 +97,16 @@ def test_official_copies_train_like_capaboost(method):
 def test_bad_arguments_fail_before_work(argv):
     with pytest.raises(SystemExit):
         bench.run(bench.parse_args(["--quick", "--no-memory", *argv]))
+
+
+@pytest.mark.slow
+def test_tables_bench_builds_every_output(tmp_path):
+    """benchmarks/tables_bench.py: the synthetic paper grid gives the main tables, one table per other
+    sweep and all three figures (its timing is printed, not asserted)."""
+    from benchmarks import tables_bench
+
+    stats = tables_bench.main(["--n", "700", "--keep", str(tmp_path)])
+    assert stats["files"] == 700 and stats["figures"] == 3
+    names = sorted(p.name for p in (tmp_path / "out" / "tables").glob("*.md"))
+    assert names == ["glue_roberta_base-fig1_rank_params.md", "glue_roberta_base-fig3_masks.md",
+                     "glue_roberta_base-fig4_r_by_d.md", "glue_roberta_base.md"]

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from runs import CONF, ROOT, compose, spec_for
 
-from tasks.config import FAMILY_METHODS, ConfigError, resolve
+from tasks.config import BACKBONE_METHODS, ConfigError, resolve
 
 
 def options(group: str) -> list[str]:
@@ -37,7 +37,7 @@ def test_family_table_agrees_with_capaboost_families():
     from capaboost.families import FAMILIES
 
     for name, fam in FAMILIES.items():
-        assert ("prefix" in FAMILY_METHODS[name]) == fam.prefix, name
+        assert ("prefix" in BACKBONE_METHODS[name]) == fam.prefix, name
 
 
 def test_every_model_composes_with_its_modality(tmp_path):
@@ -47,7 +47,7 @@ def test_every_model_composes_with_its_modality(tmp_path):
     for model in ("vit-b16", "tiny", "tiny-vit"):
         spec = spec_for([f"model={model}", "task=vtab/dtd", "peft=capaboost_lora", "data=fixture"], tmp_path,
                         tiny=False)
-        assert spec.modality == "image" and spec.model_family == "timm-vit"
+        assert spec.modality == "image" and spec.backbone == "timm-vit"
 
 
 def test_every_task_composes(tmp_path):
@@ -59,7 +59,7 @@ def test_every_task_composes(tmp_path):
 
 
 def test_roberta_base_recipe_is_the_papers(tmp_path):
-    """paper/README.md: LoRA CoLA lr 5e-4, 40 epochs, SST-2 1e-4, 20 epochs; batch 128, max_seq 128,
+    """docs/paper.md, Recipes: LoRA CoLA lr 5e-4, 40 epochs, SST-2 1e-4, 20 epochs; batch 128, max_seq 128,
     warmup ratio 0.1, wd 0.1; adapter reduction factor 12."""
     cola = spec_for(["model=roberta-base", "task=glue/cola", "peft=capaboost_lora"], tmp_path, tiny=False)
     assert {k: cola.hparams[k] for k in ("lr", "epochs", "batch_size", "max_seq_length", "warmup_ratio",
@@ -101,7 +101,7 @@ def test_vanilla_peft_ignores_top_level_d_and_density(tmp_path):
         assert (spec.d, spec.density, spec.capaboost) == (1, 1.0, False)
         assert (spec.capaboost_config["d"], spec.capaboost_config["density"]) == (1, 1.0)
     boosted = spec_for(["peft=capaboost_prefix", "d=4", "density=0.3", "mask_seed=7", "seed=3"], tmp_path)
-    assert (boosted.d, boosted.density, boosted.capaboost_config["seed"], boosted.seed) == (4, 0.3, 7, 3)
+    assert (boosted.d, boosted.density, boosted.capaboost_config["mask_seed"], boosted.seed) == (4, 0.3, 7, 3)
 
 
 def test_run_dir_is_derived_from_the_config_only(tmp_path):
@@ -195,3 +195,26 @@ def compose_with_hydra(overrides: list[str]):
 def test_resolve_leaves_hydra_out_of_the_recorded_config(tmp_path):
     cfg = compose_with_hydra(["model=tiny", "data=fixture", f"runs_root={tmp_path}"])
     assert "hydra" not in resolve(cfg).config
+
+
+def test_identity_ignores_how_a_run_executes(tmp_path):
+    """tasks/identity.py: settings that cannot change the numbers share the run dir and the table cell."""
+    base = spec_for(["task=glue/cola", "peft=capaboost_lora"], tmp_path)
+    for change in ("trainer.eval_batch_size=4", "trainer.grad_accum=2", "trainer.num_workers=1",
+                   "trainer.use_cpu=true", "trainer.progress=true", "trainer.save_total_limit=3",
+                   "trainer.logging_steps=7", f"runs_root={tmp_path}"):
+        same = spec_for(["task=glue/cola", "peft=capaboost_lora", change], tmp_path)
+        key = (same.run_dir, same.group, same.identity_key)
+        assert key == (base.run_dir, base.group, base.identity_key), change
+    for change in ("trainer.lr=0.01", "data.train_limit=10", "peft.dropout=0.1", "trainer.max_grad_norm=0.5"):
+        other = spec_for(["task=glue/cola", "peft=capaboost_lora", change], tmp_path)
+        assert other.identity_key != base.identity_key and other.run_dir != base.run_dir, change
+    assert base.identity["capaboost"]["d"] == 2 and "seed" not in base.identity
+    assert base.identity["hparams"]["lr"] == base.hparams["lr"]
+
+
+def test_resolve_records_the_sweep_outside_the_identity(tmp_path):
+    cfg = compose(["model=tiny", "data=fixture", f"runs_root={tmp_path}"])
+    plain, swept = resolve(cfg), resolve(cfg, sweep="fig3_masks")
+    assert (plain.sweep, swept.sweep) == (None, "fig3_masks")
+    assert (plain.run_dir, plain.identity_key) == (swept.run_dir, swept.identity_key)

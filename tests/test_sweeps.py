@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from reporting.sweeps import CONF, available, compose_runs, expand, params_of
 from tasks.config import register, resolve
 from tasks.schema import GLUE, VTAB
+from tasks.sweeps import CONF, available, compose_runs, expand, params_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}

@@ -1,0 +1,62 @@
+"""`make tables`: result.json files -> results/tables/*.{md,csv,tex} and results/figures/*.{png,csv}.
+
+The paper's main tables hold their own sweep's runs (layouts.yaml `sweeps`; files without a sweep
+record count there, as before); every other sweep gets tables of its own (`<table>-<sweep>`), and
+each figure is drawn from its own sweep's runs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .collect import load_runs
+from .figures import FIGURES, build_figures, write_figures
+from .groups import build_tables
+from .layout import layouts
+from .output import write_text
+from .paper import PAPER_DIR, load_paper
+from .render import to_csv, to_markdown, to_tex
+from .report import Report
+from .tables import build_view
+
+
+def make_tables(roots: list[str | os.PathLike], out: str | os.PathLike = "results",
+                paper_dir: str | os.PathLike = PAPER_DIR, figures: bool = True) -> Report:
+    """Build every table and figure the runs allow; partial sweeps give partial tables."""
+    collection = load_runs(roots)
+    report = Report(collection)
+    lay = layouts()
+    tables = build_tables(collection.runs, {fam: layout.sweeps for fam, layout in lay.items()})
+    out = Path(out)
+    views = {}
+    for key, table in sorted(tables.items()):
+        family = key[1]
+        if family not in lay:
+            report.unknown_families[family] = report.unknown_families.get(family, 0) + sum(
+                len(c.runs) for row in table.rows.values() for c in row.cells.values())
+            continue
+        view = views[key] = build_view(table, lay[family], load_paper(table.name, paper_dir))
+        report.conflicts += [(view.name, row, c) for row, c in table.conflicts]
+        for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_tex)):
+            path = out / "tables" / f"{view.name}.{ext}"
+            write_text(path, render(view))
+            report.tables.append(path)
+    if figures:
+        report.figure_specs = build_figures(views, lay)
+        report.figures = write_figures(report.figure_specs, out / "figures")
+    report.removed = remove_stale(out, lay, set(report.tables) | set(report.figures), figures)
+    return report
+
+
+def remove_stale(out: Path, lay: dict, written: set[Path], figures: bool) -> list[Path]:
+    """Outputs of an earlier `make tables` that this one did not rewrite (their runs are gone or were
+    not passed this time): left in place they would be read as current. Only our own file names."""
+    stale = [p for fam in lay for ext in ("md", "csv", "tex")
+             for p in (out / "tables").glob(f"{fam}_*.{ext}") if p not in written]
+    if figures:
+        stale += [p for fig in FIGURES for ext in ("png", "csv")
+                  for p in (out / "figures").glob(f"{fig}_*.{ext}")
+                  if p not in written and p.with_suffix(".png") not in written]
+    for p in stale:
+        p.unlink()
+    return stale

@@ -1,0 +1,140 @@
+"""The typed config schema, registered as Hydra's ``base_config``: a misspelt key or a wrong type fails
+at compose time, and the YAML files under conf/ hold only what differs from these defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    kind: str = "hf"                      # hf | timm | tiny | minilm
+    hub_id: str | None = None             # transformers hub id, or timm model name
+    path: str | None = None               # local save_pretrained dir (timm: checkpoint file)
+    backbones: dict[str, str] = field(default_factory=dict)  # modality -> backbone (capaboost's name)
+    hidden_size: int | None = None        # tiny only
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    image_size: int | None = None         # images: input resolution
+    patch_size: int | None = None
+    vocab_size: int | None = None         # tiny text: cap of the locally built word vocabulary
+
+
+@dataclass
+class PeftConf:
+    name: str = MISSING
+    method: str = MISSING                 # lora | padapter | prefix
+    capaboost: bool = True                # False: vanilla, d=1 and density=1 whatever the top level says
+    r: int | None = None                  # None: the recipe's value
+    alpha: float | None = None
+    reduction_factor: int | None = None
+    prefix_length: int | None = None
+    prefix_hidden: int | None = None
+    dropout: float = 0.0
+    init: str = "peft"                    # peft | official (LoRA A init)
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class TaskConf:
+    name: str = MISSING                   # glue/cola
+    family: str = MISSING                 # glue | squad | vtab
+    dataset: str = MISSING                # cola | v1 | cifar
+    protocol: str = MISSING
+    main_metric: str = MISSING
+    eval_every: int | None = 1            # epochs between evaluation rounds; None: after the last epoch only
+    report: str = "best_select_epoch"     # the evaluated epoch reported as "best" (config.REPORT_RULES)
+
+
+@dataclass
+class TrainerConf:
+    epochs: float | None = None           # None: the recipe's values for all of these
+    lr: float | None = None
+    batch_size: int | None = None         # total over devices and accumulation
+    max_seq_length: int | None = None
+    doc_stride: int | None = None
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None       # > 0 wins over warmup_ratio
+    weight_decay: float | None = None
+    max_steps: int | None = None          # tiny runs: replaces epochs (and the schedule's length), as in HF
+    grad_accum: int = 1
+    eval_batch_size: int | None = None
+    precision: str = "auto"               # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    device: str = "auto"                  # auto | cuda | cpu (tasks/device.py)
+    max_grad_norm: float = 1.0
+    lr_scheduler: str = "linear"
+    logging_steps: int = 50
+    save_total_limit: int = 1
+    num_workers: int = 0
+    use_cpu: bool = False                 # older spelling of device=cpu
+    progress: bool = True
+
+
+@dataclass
+class DataConf:
+    source: str = "hub"                   # hub | fixture ("path" once data.path is set)
+    path: str | None = None
+    split_seed: int = 42                  # the official protocol's split permutation, not the training seed
+    hub_id: str | None = None             # VTAB from the hub: a dataset id pattern such as "org/vtab-{name}"
+    train_limit: int | None = None
+    eval_limit: int | None = None         # cap on every evaluation split (tiny runs)
+
+
+@dataclass
+class LoggerConf:
+    name: str = "wandb"                   # wandb | none
+    mode: str = "offline"                 # offline | online
+    project: str = "capaboost"
+    entity: str | None = None
+
+
+@dataclass
+class MethodRecipe:
+    lr: float = MISSING
+    epochs: float = MISSING
+    batch_size: int = MISSING
+    max_seq_length: int = 128
+    doc_stride: int = 128
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    r: int = 8
+    alpha: float = 16
+    reduction_factor: int = 16
+    prefix_length: int = 16
+    prefix_hidden: int = 512
+
+
+@dataclass
+class RecipeConf:
+    lora: MethodRecipe = field(default_factory=MethodRecipe)
+    padapter: MethodRecipe = field(default_factory=MethodRecipe)
+    prefix: MethodRecipe = field(default_factory=MethodRecipe)
+
+
+@dataclass
+class Config:
+    model: ModelConf = field(default_factory=ModelConf)
+    peft: PeftConf = field(default_factory=PeftConf)
+    task: TaskConf = field(default_factory=TaskConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    data: DataConf = field(default_factory=DataConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    recipe: RecipeConf = field(default_factory=RecipeConf)
+    d: int = 2                            # CapaBoost branches (vanilla lora|padapter|prefix: d=1, density=1)
+    density: float = 0.5                  # fraction of ones in each mask
+    mask: str = "random"                  # random | nm | same | none
+    seed: int = 42                        # training seed (head init, LoRA init, data order, dropout)
+    mask_seed: int = 0                    # CapaBoost mask seed, independent of the training seed
+    force: bool = False                   # re-run even if result.json exists
+    runs_root: str = "results/runs"
+
+
+def register() -> None:
+    """Make the schema available to Hydra as ``base_config``."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=Config)
