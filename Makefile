@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo tables bench sweep-list contract clean-runs
+.PHONY: install test lint demo tables bench sweep-list preflight contract clean-runs
 
 install: .venv/.installed
 .venv/.installed: requirements.txt
@@ -32,6 +32,12 @@ bench: install
 
 sweep-list: install
 	$(PY) scripts/sweep_list.py $(NAME)
+
+# Every run of a sweep checked offline before it reaches a GPU (config, data source, tokenizer packages,
+# parameter counts, peak memory vs GPU_MEM, FLOPs, GPU-hours): make preflight NAME=squad GPU_MEM=24 [GPU=H100]
+preflight: install
+	@test -n "$(GPU_MEM)" || { echo "make preflight needs GPU_MEM=<GiB>, e.g. GPU_MEM=24" >&2; exit 2; }
+	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(ARGS)
 
 contract: install
 	bash ../shared/contract/run

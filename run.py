@@ -77,12 +77,17 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
+    from tasks.lifecycle import DiskFull
+    from tasks.runlock import RunLocked
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
     try:
         return execute(spec)
     except ConfigError as error:  # found once torch is loaded, e.g. trainer.device=cuda without CUDA
         fail(error)
+    except (RunLocked, DiskFull) as error:  # one line, not a traceback; 75: EX_TEMPFAIL, try again later
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(75 if isinstance(error, RunLocked) else 1)
 
 
 if __name__ == "__main__":

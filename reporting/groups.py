@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.identity import TRAINER_NOT_IDENTITY
+
 HUB = "hub"
 MAIN = None  # the bucket of the paper's main tables (their sweeps, and result files without a sweep record)
 SINGLE = "single_runs"  # runs with an identity but no sweep record: launched one by one
@@ -47,8 +49,7 @@ CAPA_ONLY = ("d", "density", "mask", "mask_seed")
 EXTRA_SECTIONS = ("peft", "trainer", "data", "model")
 EXTRA_IGNORED = {
     "peft": {"name", "method", "capaboost", "r", "alpha", "reduction_factor", "prefix_length"},
-    "trainer": {"progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
-                "use_cpu", "grad_accum"},
+    "trainer": set(TRAINER_NOT_IDENTITY),  # the runner's one definition (tasks/identity.py)
     "data": {"source", "train_limit", "path"},  # path: one local dir per task (source says "path")
     "model": set(),
 }

@@ -113,10 +113,10 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     if not 0.0 <= peft["dropout"] < 1.0:
         raise ConfigError(f"peft.dropout={peft['dropout']} must be in [0, 1)")
-    for key in ("epochs", "lr", "max_grad_norm"):
+    for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):
         _positive(f"trainer.{key}", trainer[key])
     for key in ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
-                "logging_steps", "save_total_limit"):
+                "logging_steps", "save_total_limit", "save_every_steps"):
         _positive(f"trainer.{key}", trainer[key], integer=True)
     for key in ("train_limit", "eval_limit"):
         _positive(f"data.{key}", data[key], integer=True)

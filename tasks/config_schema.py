@@ -67,7 +67,10 @@ class TrainerConf:
     max_grad_norm: float = 1.0
     lr_scheduler: str = "linear"
     logging_steps: int = 50
-    save_total_limit: int = 1
+    save_total_limit: int = 2             # complete checkpoints kept (tasks.checkpoints rotates them)
+    save_every_steps: int | None = None   # also checkpoint every N steps inside long epochs (MNLI, QQP)
+    save_every_minutes: float | None = None
+    wait_for_lock: bool = False           # another live trainer holds the run dir: wait instead of exiting
     num_workers: int = 0
     use_cpu: bool = False                 # older spelling of device=cpu
     progress: bool = True

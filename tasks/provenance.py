@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -9,12 +10,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
 import capaboost
 from capaboost.atomic import write_text
 from tasks.config import RunSpec
 from tasks.identity import digest
 
 REPO = Path(__file__).resolve().parents[1]
+WANDB_STEP = "wandb_step.json"
 
 
 def run_name(spec: RunSpec) -> str:
@@ -44,9 +49,13 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
+def start_wandb(spec: RunSpec, run_dir: Path, checkpoint: str | None = None) -> Any:
     """Offline by default (files under <run_dir>/wandb); the id lives in the run dir so a resumed run
-    continues the same W&B run; the group is the config without the training seed."""
+    continues the same W&B run; the group is the config without the training seed.
+
+    Offline, W&B cannot resume: each restart opens a new segment whose step counter starts at 0. So
+    each checkpoint records the counter (``WandbStep``) and a resumed segment's first row is logged at
+    that step: one run, one step axis (merge the segments with ``wandb sync --append``)."""
     logger = spec.config["logger"]
     import wandb
 
@@ -55,6 +64,22 @@ def start_wandb(spec: RunSpec, run_dir: Path) -> Any:
         digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
     write_text(id_file, run_id)
     os.environ["WANDB_MODE"] = logger["mode"]
-    return wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
-                      group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
-                      config=spec.config, job_type=spec.task)
+    run = wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
+                     group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
+                     config=spec.config, job_type=spec.task)
+    saved = Path(checkpoint or "") / WANDB_STEP
+    if checkpoint and saved.is_file() and run.step < (at := json.loads(saved.read_text()))["step"]:
+        run.log({"train/resumed_at_step": at["global_step"]}, step=at["step"], commit=False)
+    return run
+
+
+class WandbStep(TrainerCallback):
+    """Writes the W&B step counter into each checkpoint; listed before tasks.checkpoints'
+    marker callback, so the marker covers it."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        write_text(folder / WANDB_STEP, json.dumps({"step": self.run.step, "global_step": state.global_step}))

@@ -23,11 +23,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation
-from tasks.checkpoints import CHECKPOINTS, last_complete_checkpoint
+from tasks import device, distributed, evaluation, lifecycle
+from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
-from tasks.provenance import git_sha, run_name, start_wandb, versions
+from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
 RESULT = "result.json"
 WEIGHTS = "peft.safetensors"
@@ -81,7 +81,9 @@ def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_meta
 
 def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
     """(model with PEFT, the module capaboost.apply returned: what capaboost.save/count see)."""
-    cfg = capaboost.CapaBoostConfig(**spec.capaboost_config)
+    settings = dict(spec.capaboost_config)
+    settings["seed"] = settings.pop("mask_seed")  # the core's name for the mask seed
+    cfg = capaboost.CapaBoostConfig(**settings)
     if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the family is detected on the timm model
         model.vit = capaboost.apply(model.vit, cfg)
         return model, model.vit
@@ -103,7 +105,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
         lr_scheduler_type=hp["lr_scheduler"], max_grad_norm=hp["max_grad_norm"], optim="adamw_torch",
         fp16=placement.precision == "fp16", bf16=placement.precision == "bf16",
-        eval_strategy="no", save_strategy="epoch", save_total_limit=tr["save_total_limit"],
+        eval_strategy="no", save_strategy="epoch", save_total_limit=None,  # rotated after the marker
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
@@ -116,6 +118,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     """Train and evaluate one resolved config; returns (and writes) the result dict.
 
     Idempotent: a finished run dir is a no-op unless ``force``; a run dir with checkpoints resumes.
+    One trainer per run dir (a lock); signals save a checkpoint and exit (tasks.lifecycle).
     """
     start = time.time()
     run_dir = Path(spec.run_dir)
@@ -126,6 +129,17 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup()
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
+        if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
+            return reuse_result(result_path, spec.sweep)
+        return _train(spec, callbacks, info, preemption, status, start, placement)
+
+
+def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
+           preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
+           placement: device.Placement) -> dict[str, Any]:
+    run_dir = Path(spec.run_dir)
+    result_path = run_dir / RESULT
     if spec.force and info.is_main:
         for stale in (result_path, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
             if stale.is_dir():
@@ -133,7 +147,10 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
             elif stale.exists():
                 stale.unlink()
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
-    checkpoint = last_complete_checkpoint(run_dir / CHECKPOINTS)
+    checkpoint = resume_point(run_dir / CHECKPOINTS) if info.is_main else None  # removes broken ones
+    distributed.barrier(info)
+    checkpoint = checkpoint if info.is_main else newest_marked(run_dir / CHECKPOINTS)
+    distributed.check_same("checkpoint to resume from", str(checkpoint), info)
     if checkpoint:
         print(f"resuming from {checkpoint}")
 
@@ -146,10 +163,13 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
 
     args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
-    wandb_run = start_wandb(spec, run_dir) if use_wandb else None
+    wandb_run = start_wandb(spec, run_dir, checkpoint) if use_wandb else None
     epochs = EpochEvaluation(job.evals, spec.config["task"]["eval_every"])
+    complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
+                                   on_saved=lambda step: status.write("running", step=step))
+    steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
     epochs.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -180,13 +200,13 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     }
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)
-        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
-        if wandb_run is not None:
+        if wandb_run is not None:  # before result.json: a kill in between re-runs this, W&B included
             wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
                                      | {f"final/{k}": v for k, v in result["metrics"].items()}
                                      | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
                                                                              for k, v in params.items()}})
             wandb_run.finish()
+        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
         print(summary_line(result, result_path))
     distributed.teardown()
     return result

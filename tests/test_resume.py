@@ -110,13 +110,14 @@ def test_finished_run_is_a_no_op_unless_forced(tmp_path, capsys):
 
 
 def test_resume_skips_a_checkpoint_the_trainer_did_not_finish(tmp_path):
-    from tasks.checkpoints import last_complete_checkpoint
+    from tasks.checkpoints import last_complete_checkpoint, write_marker
 
     assert last_complete_checkpoint(tmp_path / "missing") is None
     for step, complete in [(2, True), (10, True), (12, False), (9, True)]:
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"")
+        (folder / "trainer_state.json").write_text("{}")  # the Trainer's last file: no proof on its own
         if complete:
-            (folder / "trainer_state.json").write_text("{}")
+            write_marker(folder, step)
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")  # numeric, not text order

@@ -1,0 +1,180 @@
+"""The run's real architecture with its PEFT method, built on fake tensors: shapes without weights.
+
+The backbone comes from its architecture facts (architectures.yaml) or, for ``model=tiny``, from the
+config; the PEFT method is attached by the runner's own ``attach_peft``, so what is counted and traced
+is what would train. It is built on the meta device (no memory, no init cost), then every parameter
+and buffer becomes a fake CPU tensor, which autocast and autograd can trace (preflight/trace.py).
+Meta tensors carry no values, so the masks are drawn for real (they are small) on the side: their
+unions give the paper's effective parameter count; meta copies go into the model.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import capaboost
+import capaboost.model
+import capaboost.prefix
+from preflight import facts
+
+
+@dataclass
+class Built:
+    model: nn.Module                       # backbone + head + PEFT, fake tensors
+    counts: dict[str, int]                 # peft, effective, trainable, total
+    make_batch: Callable[[int, int], dict[str, torch.Tensor]]   # (batch, seq) -> fake inputs
+    mode: FakeTensorMode
+
+
+@contextlib.contextmanager
+def _real_masks(kept: list[tuple[int, int]]) -> Iterator[None]:
+    """Masks drawn for real (capaboost's own make_masks), recorded as (kept in the union, numel)."""
+    original = capaboost.masks.make_masks
+
+    def draw(shape: Any, d: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.device("cpu"):
+            real = original(shape, d, *args, **kwargs)
+        kept.append((int(real.any(0).sum()), real[0].numel()))
+        return real.to("meta")
+
+    users = (capaboost.model, capaboost.prefix)
+    for module in users:
+        module.make_masks = draw
+    try:
+        yield
+    finally:
+        for module in users:
+            module.make_masks = original
+
+
+def num_outputs(spec: Any) -> int:
+    from tasks.schema import GLUE, VTAB
+
+    if spec.family == "glue":
+        return GLUE[spec.dataset].num_labels
+    if spec.family == "vtab":
+        return VTAB[spec.dataset].num_classes
+    return 2  # squad: start and end logits
+
+
+def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
+    import transformers
+
+    kw = {"num_labels": labels}
+    if model_cfg["kind"] == "tiny":
+        h = model_cfg["hidden_size"]
+        return transformers.RobertaConfig(
+            vocab_size=model_cfg.get("vocab_size") or 2000, hidden_size=h,
+            num_hidden_layers=model_cfg["num_layers"], num_attention_heads=model_cfg["num_heads"],
+            intermediate_size=model_cfg["intermediate_size"], max_position_embeddings=4096, type_vocab_size=1,
+            pad_token_id=1, **kw)
+    arch = facts.architecture(model_cfg["name"])
+    return getattr(transformers, arch["config_class"])(**arch["config"], **kw)
+
+
+def _image_model(model_cfg: dict[str, Any], classes: int) -> nn.Module:
+    from tasks.models import TimmClassifier, load_image
+
+    if model_cfg["kind"] == "tiny":
+        return load_image(model_cfg, classes)[0]
+    import timm
+
+    arch = facts.architecture(model_cfg["name"])
+    vit = timm.create_model(arch["timm_name"], pretrained=False, num_classes=classes)
+    f = arch["facts"]
+    built = {"embed_dim": vit.embed_dim, "depth": len(vit.blocks), "num_heads": vit.blocks[0].attn.num_heads,
+             "mlp_hidden": vit.blocks[0].mlp.fc1.out_features, "patch_size": vit.patch_embed.patch_size[0],
+             "img_size": vit.patch_embed.img_size[0]}
+    if built != f:
+        raise ValueError(f"timm {arch['timm_name']} built {built}, architectures.yaml says {f}")
+    return TimmClassifier(vit)
+
+
+def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[[int, int], dict]:
+    if spec.modality == "image":
+        size = model_cfg.get("image_size") or facts.architecture(model_cfg["name"])["facts"]["img_size"]
+
+        def images(batch: int, seq: int) -> dict[str, torch.Tensor]:
+            return {"pixel_values": torch.randn(batch, 3, size, size),
+                    "labels": torch.randint(0, labels, (batch,))}
+        return images
+
+    def text(batch: int, seq: int) -> dict[str, torch.Tensor]:
+        ids = torch.randint(3, 100, (batch, seq))
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if spec.family == "squad":
+            out |= {"start_positions": torch.zeros(batch, dtype=torch.long),
+                    "end_positions": torch.zeros(batch, dtype=torch.long)}
+        elif labels == 1:
+            out["labels"] = torch.zeros(batch)
+        elif spec.backbone == "deberta-v2":
+            # DeBERTa-v2's integer-label loss selects labelled rows with nonzero(), whose shape fake tensors
+            # cannot know; its soft-label branch computes the same loss shape (head-sized, negligible)
+            out["labels"] = torch.zeros(batch, labels)
+        else:
+            out["labels"] = torch.zeros(batch, dtype=torch.long)
+        return out
+    return text
+
+
+def build(spec: Any) -> Built:
+    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    from tasks.runner import attach_peft
+
+    model_cfg, labels = spec.config["model"], num_outputs(spec)
+    kept: list[tuple[int, int]] = []
+    with torch.device("meta"), _real_masks(kept):
+        if spec.modality == "image":
+            model = _image_model(model_cfg, labels)
+        else:
+            qa = spec.family == "squad"
+            head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+            model = head.from_config(_text_config(model_cfg, labels))
+        model, peft_root = attach_peft(model, spec)
+    numbers = counts(model, peft_root, kept)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    to_fake(model, mode)
+    return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)
+
+
+def to_fake(model: nn.Module, mode: FakeTensorMode) -> None:
+    """Replace every meta parameter and buffer by a fake CPU tensor (shared tensors stay shared)."""
+    cpu, memo = torch.device("cpu"), {}
+
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in memo:
+            f = mode.fake_tensor_converter.from_meta_and_device(mode, t, cpu)
+            memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
+        return memo[id(t)]
+
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for name, t in table.items():
+                if t is not None:
+                    table[name] = fake(t)
+
+
+def counts(model: nn.Module, peft_root: nn.Module, kept: list[tuple[int, int]]) -> dict[str, int]:
+    """capaboost.count_parameters' numbers from shapes and the recorded mask unions, plus ``peft``:
+    the effective count without the task head (the PEFT method's own parameters)."""
+    masked = [p for m in capaboost.peft_modules(model).values() for p, _ in m.masked_parameters()]
+    if len(masked) != len(kept):
+        raise RuntimeError(f"recorded {len(kept)} masks for {len(masked)} masked parameters: "
+                           f"capaboost draws masks somewhere preflight does not see")
+    if [p.numel() for p in masked] != [n for _, n in kept]:
+        raise RuntimeError("recorded masks do not match the masked parameters' shapes")
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    n_trainable = sum(p.numel() for p in trainable.values())
+    effective = n_trainable - sum(p.numel() for p in masked) + sum(k for k, _ in kept)
+    heads = set(peft_root.capaboost_config.modules_to_save or ())
+    head = sum(p.numel() for n, p in trainable.items() if heads & set(n.split(".")))
+    return {"peft": effective - head, "effective": effective, "trainable": n_trainable,
+            "total": sum(p.numel() for p in model.parameters())}

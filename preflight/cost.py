@@ -1,0 +1,63 @@
+"""Steps per run, examples evaluated, and GPU-hours from FLOPs: the arithmetic, in one place.
+
+Training examples follow the runner's protocols (tasks/data.py): under "split" the large GLUE tasks
+hold 1,000 training examples out for selection; "dev" trains on the full train split; VTAB "final"
+trains on train800val200. Every split but train is evaluated at each ``task.eval_every``-th epoch end
+and after the last (GLUE/SQuAD: every epoch; VTAB: the last only), select skipped when it is the same data
+as report (tasks/evaluation.py). Sequences are counted at max_seq_length, the padded worst case.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from preflight import facts
+
+
+def train_examples(spec: Any) -> int:
+    from tasks.data import SELECT_HOLDOUT
+    from tasks.schema import GLUE_LARGE
+
+    sizes, limit = facts.load("datasets"), spec.config["data"]["train_limit"]
+    if spec.family == "vtab":
+        lists = {"final": "train800val200", "tune": "train800"}
+        return sizes["vtab"]["lists"][lists[spec.protocol]]
+    n = sizes[spec.family][spec.dataset]["train"]
+    if spec.family == "glue" and spec.protocol == "split" and spec.dataset in GLUE_LARGE:
+        n -= SELECT_HOLDOUT
+    n = min(n, limit) if limit else n
+    return math.ceil(n * sizes[spec.family][spec.dataset].get("features_per_example", 1.0))
+
+
+def eval_examples(spec: Any) -> int:
+    """Examples scored in one evaluation round (all evaluation splits of the run)."""
+    from tasks.data import SELECT_HOLDOUT
+    from tasks.schema import GLUE_LARGE
+
+    sizes, limit = facts.load("datasets"), spec.config["data"]["eval_limit"]
+    if spec.family == "vtab":
+        splits = ([sizes["vtab"]["test"][spec.dataset]] if spec.protocol == "final"
+                  else [sizes["vtab"]["lists"]["val200"]])
+    else:
+        entry = sizes[spec.family][spec.dataset]
+        dev = [math.ceil(n * entry.get("features_per_example", 1.0)) for n in entry["dev"]]
+        if spec.family == "glue" and spec.protocol == "split":
+            # small tasks: dev halved into select + report; large: 1,000 held-out train examples + dev
+            splits = [SELECT_HOLDOUT, *dev] if spec.dataset in GLUE_LARGE else dev
+        else:
+            splits = dev  # select is the report split: scored once
+    return sum(min(n, limit) if limit else n for n in splits)
+
+
+def schedule(spec: Any, per_device: int, grad_accum: int) -> tuple[int, int]:
+    """(optimizer steps, evaluation rounds) as the HF Trainer counts them on one device."""
+    hp = spec.hparams
+    per_epoch = max(1, math.ceil(math.ceil(train_examples(spec) / per_device) / grad_accum))
+    steps = hp["max_steps"] or math.ceil(hp["epochs"] * per_epoch)
+    epochs, every = math.ceil(steps / per_epoch), spec.config["task"]["eval_every"]
+    return steps, math.ceil(epochs / every) if every else 1  # rounds at multiples of every, and the last
+
+
+def gpu_hours(flops: float, tflops: float, mfu: float) -> float:
+    """FLOPs / (peak x MFU), in hours."""
+    return flops / (tflops * 1e12 * mfu) / 3600

@@ -1,0 +1,227 @@
+"""make preflight: each planted defect is named, counts and FLOPs agree with independent oracles.
+
+Oracles: capaboost.count_parameters on the real (non-fake) model with its real masks; FLOPs and
+live bytes counted by hand; dataset arithmetic by hand from the split sizes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import capaboost
+from preflight import cli, environment
+from preflight.build import _text_config, build, num_outputs
+from preflight.callback import Preflight, PreflightFailed
+from preflight.plan import Planner, RunCheck, Target
+from preflight.trace import LiveBytes, trace_step
+from tests.runs import compose, spec_for
+
+SMALL = ["trainer.batch_size=8", "trainer.max_seq_length=32"]
+
+
+def _real_counts(spec) -> tuple[dict[str, int], nn.Module]:
+    from transformers import AutoModelForSequenceClassification
+
+    from tasks.runner import attach_peft
+
+    config = _text_config(spec.config["model"], num_outputs(spec))
+    model = AutoModelForSequenceClassification.from_config(config)
+    model, _ = attach_peft(model, spec)
+    return capaboost.count_parameters(model), model
+
+
+@pytest.mark.parametrize("peft", ["capaboost_lora", "capaboost_padapter", "capaboost_prefix", "lora"])
+def test_counts_match_the_real_model(tmp_path: Path, peft: str) -> None:
+    spec = spec_for([f"peft={peft}", "task=glue/rte", "density=0.3", "d=3"], tmp_path)
+    counts = build(spec).counts
+    real, model = _real_counts(spec)
+    assert {k: counts[k] for k in real} == real  # trainable, effective, total (capaboost's own count)
+    if peft.endswith("lora"):  # PEFT-only: the union of each factor's masks, summed by hand
+        union = sum(int(m.mask_A.any(0).sum()) + int(m.mask_B.any(0).sum())
+                    for m in model.modules() if isinstance(m, capaboost.LoRALinear))
+        assert counts["peft"] == union
+        if peft == "lora":  # vanilla: r * (in + out) per target, 2 targets per layer
+            h, layers, r = 32, 2, spec.hparams["r"]
+            assert counts["peft"] == layers * 2 * r * (h + h)
+
+
+def test_linear_flops_by_hand() -> None:
+    """Two Linears, all weights trainable, input without grad: fwd 2B(ih+ho); bwd dW1, dW2, dX2."""
+    b, i, h, o = 4, 8, 16, 6
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.one, self.two = nn.Linear(i, h), nn.Linear(h, o)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": self.two(self.one(x)).sum()}
+
+    t = trace_step(Net(), lambda n: {"x": torch.randn(n, i)}, "fp32", 1, b)
+    assert t.forward_flops == 2 * b * (i * h + h * o)
+    assert t.backward_flops == 2 * b * i * h + 2 * (2 * b * h * o)
+
+
+def test_attention_block_flops_by_hand() -> None:
+    """RoBERTa self-attention + output: 4 projections (2BLH^2 each), QK^T and PV (2BL^2H each)."""
+    from transformers import RobertaConfig
+    from transformers.models.roberta.modeling_roberta import RobertaAttention
+
+    b, seq, hid = 2, 10, 16
+    cfg = RobertaConfig(hidden_size=hid, num_attention_heads=4, attention_probs_dropout_prob=0.0,
+                        hidden_dropout_prob=0.0)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = RobertaAttention(cfg)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": self.attn(x)[0].sum()}
+
+    t = trace_step(Block(), lambda n: {"x": torch.randn(n, seq, hid)}, "fp32", 1, b)
+    proj, mix = 2 * b * seq * hid * hid, 2 * b * seq * seq * hid
+    assert t.forward_flops == 4 * proj + 2 * mix
+    # dW of the 4 projections, dX of the output projection (its input needs grad), 2 per attention matmul
+    assert t.backward_flops == 4 * proj + proj + 4 * mix
+
+
+def test_live_bytes_by_hand() -> None:
+    with LiveBytes() as tracker:
+        x = torch.zeros(1000)               # 4,000 bytes
+        view = x[:10]                       # same storage: not counted again
+        y = torch.ones(500, dtype=torch.float64)   # 4,000 more
+        assert tracker.live == 8000 and view.numel() == 10
+        del x, view
+        assert tracker.live == 4000
+        del y
+    assert tracker.live == 0 and tracker.peak == 8000
+
+
+def test_missing_tokenizer_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment, "importable", lambda m: m != "sentencepiece")
+    problem = environment.tokenizer_problem({"kind": "hf", "name": "deberta-v3-base"})
+    assert "sentencepiece" in problem and "pip install sentencepiece" in problem
+    assert environment.tokenizer_problem({"kind": "hf", "name": "roberta-base"}) is None
+
+
+def test_missing_tokenizer_package_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(environment, "importable", lambda m: m != "tokenizers")
+    spec = spec_for(["model=minilm", "task=glue/rte", *SMALL], tmp_path)
+    row = Planner(Target("A100-80GB", 80)).check(["model=minilm"], spec)
+    assert row.status == "FAIL" and any("tokenizers" in p for p in row.problems)
+    assert cli.failing([row]) == [row]
+
+
+def test_vtab_without_data_source_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tasks.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.path"):  # the run's own validation names it
+        spec_for(["task=vtab/cifar", "data=hub", "peft=capaboost_lora"], tmp_path)
+    assert cli.main(["vtab", "--gpu-mem", "80"]) == 2   # so the sweep stops at its first run, one line
+    assert "data.path is not set" in capsys.readouterr().err
+    planner = Planner(Target("A100-80GB", 80))
+    ok = planner.check(["data=fixture"], spec_for(["task=vtab/cifar", "peft=capaboost_lora"], tmp_path))
+    assert ok.status == "ok" and ok.counts["total"] > 0
+
+
+def test_local_data_path_without_the_expected_files_fails(tmp_path: Path) -> None:
+    empty = tmp_path / "glue"
+    empty.mkdir()
+    spec = spec_for(["task=glue/rte", f"data.path={empty}", *SMALL], tmp_path)
+    row = Planner(Target("A100-80GB", 80)).check(["local"], spec)
+    assert row.status == "FAIL" and "neither a save_to_disk DatasetDict nor GLUE TSVs" in row.problems[0]
+
+
+def test_batch_that_cannot_fit_gets_grad_accum(tmp_path: Path) -> None:
+    spec = spec_for(["task=glue/rte", "trainer.batch_size=64", "trainer.max_seq_length=64"], tmp_path)
+    roomy = Planner(Target("A100-80GB", 80)).check(["roomy"], spec)
+    overhead = 1.0
+    assert roomy.status == "ok" and roomy.fits and roomy.need_gib > overhead
+    tight = overhead + (roomy.need_gib - overhead) * 0.7   # activations of a half batch fit, a full one not
+    row = Planner(Target("A100-80GB", tight)).check(["tight"], spec)
+    assert row.fits is False and row.fix == "trainer.grad_accum=2" and row.fix_gib <= tight < row.need_gib
+    assert row.status == "ok" and cli.failing([row]) == [row]     # it can start, but not on this card
+    none = Planner(Target("A100-80GB", overhead / 2)).check(["hopeless"], spec)
+    assert none.status == "NO-FIT" and none.fix is None
+
+
+def test_steps_and_eval_examples_by_hand(tmp_path: Path) -> None:
+    from preflight import cost
+
+    sst2 = spec_for(["task=glue/sst2", "data.train_limit=null", "data.eval_limit=null", "trainer.epochs=2",
+                     "task.protocol=split"], tmp_path)
+    assert cost.train_examples(sst2) == 67349 - 1000                  # 1,000 held out for selection
+    assert cost.schedule(sst2, 8, 1) == (2 * -(-66349 // 8), 2)
+    assert cost.eval_examples(sst2) == 1000 + 872                     # held-out select + dev report
+    rte = spec_for(["task=glue/rte", "data.eval_limit=null", "task.protocol=dev"], tmp_path)
+    assert cost.eval_examples(rte) == 277                             # select is report: scored once
+    cifar = spec_for(["task=vtab/cifar", "task.protocol=final", "data.eval_limit=null"], tmp_path)
+    assert cost.train_examples(cifar) == 1000 and cost.eval_examples(cifar) == 10000
+    # VTAB scores test after the last epoch only (task.eval_every=null), or every N epochs and the last
+    vtab = ["task=vtab/cifar", "trainer.epochs=100", "trainer.batch_size=64"]
+    assert cost.schedule(spec_for(vtab, tmp_path), 64, 1) == (100 * 16, 1)      # 1,000 / 64 -> 16 steps
+    assert cost.schedule(spec_for([*vtab, "task.eval_every=30"], tmp_path), 64, 1) == (1600, 4)  # 30..90, 100
+
+
+def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["squad", "--gpu-mem", "24", "--gpu", "B300"]) == 2
+    assert "GPU='B300'" in capsys.readouterr().err
+    assert cli.main(["nosuchsweep", "--gpu-mem", "24"]) == 2
+    assert "no sweep 'nosuchsweep'" in capsys.readouterr().err
+
+
+def _hydra_cfg(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from reporting.sweeps import CONF
+    from tasks.config import register
+
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def _callback(cfg, **kw):
+    from hydra.utils import instantiate
+
+    node = {**cfg.hydra.callbacks.preflight, **kw}
+    return instantiate(node)
+
+
+def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_check(name, extra, target):
+        compose([f"sweep={name}"])  # the real check composes: it must work inside a running Hydra app
+        calls.append((name, extra, target))
+        return [RunCheck(["seed=42"], status="FAIL", problems=["no data source: set data.path=..."])]
+
+    monkeypatch.setattr(cli, "check_sweep", fake_check)
+    cfg = _hydra_cfg("sweep=vtab", "hydra/launcher=slurm")
+    cfg.hydra.overrides.task = ["sweep=vtab", "seed=42"]  # what Hydra records from the command line
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reporting.sweeps import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):   # as during `run.py -m`
+        running = GlobalHydra.instance().hydra
+        with pytest.raises(PreflightFailed, match="data.path.*skip=true") as info:
+            _callback(cfg).on_multirun_start(cfg)
+        assert GlobalHydra.instance().hydra is running
+    # Hydra turns a callback's Exception into a warning: only a SystemExit stops the launch
+    assert isinstance(info.value, SystemExit) and not isinstance(info.value, Exception)
+    assert calls[0][:2] == ("vtab", ["seed=42"]) and calls[0][2].gpu_mem == 80
+    _callback(cfg, skip=True).on_multirun_start(cfg)     # skipped: nothing checked, nothing raised
+    assert len(calls) == 1
+    local = _hydra_cfg("sweep=vtab", "hydra/launcher=submitit_local")
+    local.hydra.overrides.task = ["sweep=vtab"]
+    _callback(local).on_multirun_start(local)              # local launches are not checked
+    assert len(calls) == 1
+    assert isinstance(_callback(cfg), Preflight)
+    assert compose(["sweep=vtab"]) is not None               # the callback config composes with the schema
