@@ -159,6 +159,8 @@ def targets(records: list[dict[str, Any]]) -> dict[str, Any]:
         "capaboost-lora d=4 / d=1 optimizer state": (ratio(cb4, cb1, "optimizer_state_bytes"), 1.0),
         "capaboost-padapter d=4 / d=1 optimizer state": (ratio(pa4, pa1, "optimizer_state_bytes"), 1.0),
         "merged / base forward": (ratio("capaboost-lora d=2 p=0.5 merged", "base model"), 1.02),
+        "merge_and_unload / base forward": (ratio("merge_and_unload d=2 p=0.5", "base model"),
+                                            1.02),
     }
     return {k: {"value": v, "target": t, "met": None if v is None else v <= t + 1e-9}
             for k, (v, t) in checks.items()}

@@ -1,7 +1,7 @@
 """What each benchmark row is, and how to build it on a shared random-init RoBERTa backbone.
 
 Every row of one run shares the frozen backbone tensors of one template model (only the head,
-the PEFT weights and the merged row's attention weights are its own), so all rows stay in memory
+the PEFT weights and the merged rows' attention weights are its own), so all rows stay in memory
 together and their steps can be interleaved round by round: the load of a shared machine then
 hits every row alike.
 """
@@ -21,7 +21,8 @@ import capaboost
 
 from . import official
 
-KINDS = ("peft-lora", "capaboost", "official", "floor", "base-infer", "merged-infer", "unmerged-infer")
+KINDS = ("peft-lora", "capaboost", "official", "floor", "base-infer", "merged-infer", "unloaded-infer",
+         "unmerged-infer")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def default_rows() -> list[RowSpec]:
              for d in (2, 4)]
     rows += [RowSpec("base model", "inference", "base-infer", reference=True),
              RowSpec("capaboost-lora d=2 p=0.5 merged", "inference", "merged-infer", d=2, density=0.5),
+             RowSpec("merge_and_unload d=2 p=0.5", "inference", "unloaded-infer", d=2,
+                     density=0.5),
              RowSpec("capaboost-lora d=2 p=0.5 unmerged", "inference", "unmerged-infer", d=2, density=0.5)]
     return rows
 
@@ -120,7 +123,7 @@ class Row:
 def build_row(spec: RowSpec, template: nn.Module, batch: dict[str, torch.Tensor], seed: int = 1,
               lr: float = 1e-4) -> Row:
     torch.manual_seed(seed)  # LoRA A init and the merged row's random B
-    model = _share(template, _ATTN if spec.kind == "merged-infer" else ())
+    model = _share(template, _ATTN if spec.kind in ("merged-infer", "unloaded-infer") else ())
     hooks: tuple[Callable[[nn.Module], None], Callable[[nn.Module], None]] | None = None
     if spec.kind == "peft-lora":
         cfg = peft.LoraConfig(task_type="SEQ_CLS", r=spec.r, lora_alpha=16, lora_dropout=0.0,
@@ -145,6 +148,9 @@ def build_row(spec: RowSpec, template: nn.Module, batch: dict[str, torch.Tensor]
         elif spec.kind == "merged-infer":
             _randomise_lora_b(model)
             capaboost.merge(model)
+        elif spec.kind == "unloaded-infer":  # merged, wrappers gone: the plain backbone's modules
+            _randomise_lora_b(model)
+            model = capaboost.merge_and_unload(model)
         elif spec.kind == "unmerged-infer":
             _randomise_lora_b(model)
     counts = official.count_parameters(model) if spec.kind == "official" \

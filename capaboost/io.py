@@ -1,7 +1,8 @@
 """Compact checkpoints and export to stock PEFT.
 
-A checkpoint holds the trained tensors and the config (with the mask seed); the masks are
-rebuilt on load. Entries of a masked weight that no branch keeps never reach the output,
+A checkpoint holds the trained tensors, the config (with the mask seed) and the masks' digest;
+the masks are rebuilt on load and must hash to that digest (otherwise the packed values would land
+in the wrong places). Entries of a masked weight that no branch keeps never reach the output,
 so only the union of the masks is stored: the file tracks the *effective* parameters.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from torch import nn
 
 from .atomic import atomic_path
 from .config import CapaBoostConfig
+from .digest import mask_digest
 from .lora import LoRALinear
-from .model import apply, mask_unions
+from .model import apply, mask_unions, unwrap
 
-FORMAT = "capaboost/1"
+FORMAT = "capaboost/2"  # /1 had no mask digest and masks drawn before ties were ruled out
 
 
 def _config(model: nn.Module) -> CapaBoostConfig:
@@ -31,6 +33,7 @@ def _config(model: nn.Module) -> CapaBoostConfig:
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
     """Write trainable tensors (masked ones packed to their mask union) + config, atomically."""
+    model = unwrap(model)
     cfg, unions = _config(model), mask_unions(model)
     tensors, packed = {}, []
     for name, p in model.named_parameters():
@@ -39,29 +42,42 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             tensors[name] = (p.detach()[union] if union is not None else p.detach()).contiguous().cpu()
             if union is not None:
                 packed.append(name)
-    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "packed": json.dumps(packed)}
+    meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "packed": json.dumps(packed),
+            "mask_digest": mask_digest(model)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a ``save`` file; a model without CapaBoost modules gets them first (from the file's config)."""
+    """Load a ``save`` file; a model without CapaBoost modules gets them first (from the file's config).
+
+    Refuses, with one line and before changing any weight, a file whose masks or set of trainable
+    tensors differ from the model's.
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a CapaBoost checkpoint (format {meta.get('format')!r})")
+        found = meta.get("format")
+        old = ", written before masks were drawn without ties: retrain" if found == "capaboost/1" else ""
+        raise ValueError(f"{path} is not a CapaBoost checkpoint of format {FORMAT} (format {found!r}){old}")
     cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
+    model = unwrap(model)
     if getattr(model, "capaboost_config", None) is None:
         model = apply(model, cfg)
     elif model.capaboost_config != cfg:
         raise ValueError(f"checkpoint config {cfg} differs from the model's {model.capaboost_config}")
+    saved, rebuilt = str(meta.get("mask_digest")), mask_digest(model)
+    if saved != rebuilt:
+        raise ValueError(f"{path}: its masks (digest {saved[:12]}) differ from the ones rebuilt here "
+                         f"({rebuilt[:12]}): another mask generation or mask_seed")
     tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
     params, unions = dict(model.named_parameters()), mask_unions(model)
-    missing = sorted(set(tensors) - set(params))
-    if missing:
-        raise ValueError(f"checkpoint tensors not in the model: {missing[:5]}")
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    if set(tensors) != trainable:
+        raise ValueError(f"{path}: tensors not in the model {sorted(set(tensors) - trainable)[:3]}, "
+                         f"trainable tensors missing from the file {sorted(trainable - set(tensors))[:3]}")
     # a merged layer holds its old delta in the base weight: take it out, load, fold the new one in
     merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
     for layer in merged:
@@ -83,10 +99,14 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
     ``peft.PeftModel.from_pretrained(base_model, out_dir)`` loads; same outputs at inference."""
     from peft import LoraConfig, get_peft_model
 
+    model = unwrap(model)
     cfg = _config(model)
     if cfg.method != "lora":
         raise ValueError(f"export_peft supports method='lora' only, not {cfg.method!r}")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    if any(m.rows != (0, m.weight.shape[0]) for m in layers.values()):
+        raise ValueError("export_peft: PEFT LoRA has no q/v slices of a fused projection; "
+                         "apply with target_modules=('qkv',) to export")
     plain = copy.deepcopy(model)
     del plain.capaboost_config
     for name in layers:

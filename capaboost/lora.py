@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .branches import project_in, stack_in, stack_out
@@ -15,16 +16,23 @@ class LoRALinear(nn.Module):
     ``init="peft"``: A ~ kaiming-uniform(a=sqrt 5) over fan_in=in_features (PEFT, loralib).
     ``init="official"``: the CapaBoost code builds A as ``nn.Linear(r, in)`` used transposed,
     so its kaiming bound is 1/sqrt(r), about 10x larger at r=8. B starts at zero either way.
+
+    ``rows=(start, stop)`` adapts only those output rows (q or v of a fused qkv projection): B is
+    [stop - start, r] and delta W is zero elsewhere. ``base_layer`` may itself be a LoRALinear (v
+    wrapping q on one fused projection); ``weight`` always reaches the frozen Linear's.
     """
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float, mask_A: torch.Tensor,
-                 mask_B: torch.Tensor, dropout: float = 0.0, init: str = "peft") -> None:
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float, mask_A: torch.Tensor,
+                 mask_B: torch.Tensor, dropout: float = 0.0, init: str = "peft",
+                 rows: tuple[int, int] | None = None) -> None:
         super().__init__()
-        out_features, in_features = base_layer.weight.shape
+        out_total, in_features = base_layer.weight.shape
+        self.rows = rows or (0, out_total)
+        out_features = self.rows[1] - self.rows[0]
         d = mask_A.shape[0]
         if mask_A.shape != (d, r, in_features) or mask_B.shape != (d, out_features, r):
             raise ValueError(f"mask shapes {tuple(mask_A.shape)}, {tuple(mask_B.shape)} do not fit "
-                             f"r={r}, d={d}, weight {tuple(base_layer.weight.shape)}")
+                             f"r={r}, d={d}, weight {tuple(base_layer.weight.shape)}, rows {self.rows}")
         self.base_layer = base_layer
         self.d, self.r, self.dropout = d, r, dropout
         self.scaling = alpha / r
@@ -39,6 +47,11 @@ class LoRALinear(nn.Module):
         self.register_buffer("mask_B", mask_B.to(factory["device"]), persistent=False)
         self.merged = False
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight (of the innermost Linear) that merge folds delta W into."""
+        return self.base_layer.weight
+
     def masked_parameters(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
         return [(self.lora_A, self.mask_A), (self.lora_B, self.mask_B)]
 
@@ -47,30 +60,38 @@ class LoRALinear(nn.Module):
         return stack_in(self.lora_A, self.mask_A), stack_out(self.lora_B, self.mask_B)
 
     def delta_weight(self) -> torch.Tensor:
+        """scaling * sum_i (B*M^B_i)(A*M^A_i), placed in its rows of the base weight's shape."""
         a, b = self.stacked()
-        return self.scaling * (b @ a)
+        return self._place(self.scaling * (b @ a), dim=0)
+
+    def _place(self, part: torch.Tensor, dim: int) -> torch.Tensor:
+        start, stop = self.rows
+        pad = [0, 0] * (part.dim() - 1 - dim % part.dim()) + [start, self.weight.shape[0] - stop]
+        return F.pad(part, pad) if pad[-2:] != [0, 0] else part
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
         if self.merged:
+            if self.training and torch.is_grad_enabled():
+                raise RuntimeError("training a merged CapaBoost LoRA layer would not update it: "
+                                   "call capaboost.unmerge(model) first")
             return out
         a, b = self.stacked()
         h = project_in(x.to(a.dtype), a, self.d, self.dropout, self.training)
-        return out + (self.scaling * (h @ b.T)).to(out.dtype)
+        return out + self._place(self.scaling * (h @ b.T), dim=-1).to(out.dtype)
 
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
-            w = self.base_layer.weight
-            w += self.delta_weight().to(w.dtype)
+            self.weight.add_(self.delta_weight().to(self.weight.dtype))
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            w = self.base_layer.weight
-            w -= self.delta_weight().to(w.dtype)
+            self.weight.sub_(self.delta_weight().to(self.weight.dtype))
             self.merged = False
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, d={self.d}, scaling={self.scaling:g}, dropout={self.dropout}"
+        rows = f", rows={self.rows}" if self.rows != (0, self.weight.shape[0]) else ""
+        return f"r={self.r}, d={self.d}, scaling={self.scaling:g}, dropout={self.dropout}{rows}"

@@ -1,12 +1,15 @@
 """Static binary masks, drawn once from a private generator keyed by a stable hash.
 
-Masks must be identical in every process, on every device and whatever order the
-modules are built in (DDP ranks, a resumed run, ``load`` in a fresh interpreter), so
-they never touch the global RNG and never use Python's salted ``hash()``.
+Masks must be identical in every process, on every device, in every torch build and whatever
+order the modules are built in (DDP ranks, a resumed run, ``load`` in a fresh interpreter), so
+they never touch the global RNG, never use Python's salted ``hash()``, and never depend on how a
+sort breaks ties: positions are ranked by distinct integers (a seeded permutation), so there are
+none. A checkpoint stores the masks' digest and ``load`` refuses masks that differ.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 
 import torch
@@ -15,7 +18,7 @@ from .config import MASKS
 
 
 def mask_seed(seed: int, *names: str) -> int:
-    """A 63-bit seed from (seed, module name, tensor name): same everywhere, always."""
+    """A 63-bit seed from (mask seed, module name, tensor name): same everywhere, always."""
     key = "/".join([str(int(seed)), *names]).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
 
@@ -24,9 +27,10 @@ def make_masks(shape: Sequence[int], d: int, density: float, kind: str = "random
                seed: int = 0, nm_group: int = 4) -> torch.Tensor:
     """``d`` boolean masks of ``shape``, stacked to ``(d, *shape)``.
 
-    random: each branch keeps exactly ``round(density * numel)`` entries, drawn
-    without replacement. nm: N:M along the last (input) dim, N = density * M.
-    same: one random mask repeated d times (ablation). none: all ones (dropout-only ablation).
+    random: each branch keeps exactly ``round(density * numel)`` entries, drawn without
+    replacement. nm: N:M along the last (input) axis, N = density * M, groups of M consecutive
+    entries. same: one random mask repeated d times (ablation). none: all ones (the dropout-only
+    ablation).
     """
     shape = tuple(int(s) for s in shape)
     if kind not in MASKS:
@@ -44,22 +48,25 @@ def make_masks(shape: Sequence[int], d: int, density: float, kind: str = "random
     return masks.expand(d, *shape).clone() if kind == "same" else masks
 
 
+def _distinct_ranks(gen: torch.Generator, batch: tuple[int, ...], n: int) -> torch.Tensor:
+    """A uniformly random order of ``n`` positions per batch entry, from keys that cannot tie:
+    random integers scaled by n plus the position, so no sort can order them two ways."""
+    keys = torch.randint(0, (2**62) // n, (*batch, n), generator=gen) * n + torch.arange(n)
+    return keys.argsort(dim=-1)
+
+
 def _random(shape: tuple[int, ...], d: int, density: float, gen: torch.Generator) -> torch.Tensor:
-    numel = 1
-    for s in shape:
-        numel *= s
+    numel = math.prod(shape)
     keep = max(1, round(density * numel))
-    # rank of a uniform draw is a uniform permutation: one call for all branches
-    order = torch.rand(d, numel, generator=gen).argsort(dim=1)
-    return (order < keep).view(d, *shape)
+    return (_distinct_ranks(gen, (d,), numel) < keep).view(d, *shape)
 
 
 def _nm(shape: tuple[int, ...], d: int, density: float, m: int, gen: torch.Generator) -> torch.Tensor:
     if shape[-1] % m:
-        raise ValueError(f"mask='nm' needs the input dim ({shape[-1]}) divisible by M={m}")
+        raise ValueError(f"mask='nm' groups M={m} consecutive entries along the last (input) axis, "
+                         f"of size {shape[-1]} in a {shape} weight: not a multiple of M")
     n = round(density * m)
     if abs(n - density * m) > 1e-9 or n < 1:
         raise ValueError(f"mask='nm' needs density * M to be a whole number >= 1 "
                          f"(density={density}, M={m})")
-    groups = torch.rand(d, *shape[:-1], shape[-1] // m, m, generator=gen).argsort(dim=-1)
-    return (groups < n).view(d, *shape)
+    return (_distinct_ranks(gen, (d, *shape[:-1], shape[-1] // m), m) < n).view(d, *shape)

@@ -4,10 +4,17 @@ Prefix tuning (Li & Liang) trains ``prefix_length`` embeddings that a reparamete
 MLP, hidden -> prefix_hidden -> tanh -> 2 * layers * hidden, turns into every layer's past
 keys and values. CapaBoost masks that MLP's two weight matrices with d static masks and
 sums the d branches, exactly as for the adapter (``MaskedBottleneck`` with tanh); the prefix
-embeddings themselves are unmasked. The key/value route is PEFT's, so only families with
+embeddings themselves are unmasked. The key/value route is PEFT's, so only backbones with
 past-key-value support (RoBERTa, BERT) are accepted; the model comes back as a PeftModel.
+
+Token positions stay those of the model without a prefix, as in the official implementation
+(adapter-transformers injects keys/values inside attention): transformers numbers positions
+after the past length, so the embeddings are told the past is empty.
 """
 from __future__ import annotations
+
+import inspect
+from typing import Any
 
 from torch import nn
 
@@ -18,11 +25,16 @@ from .masks import make_masks, mask_seed
 _TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForQuestionAnswering": "QUESTION_ANS",
                "ForTokenClassification": "TOKEN_CLS"}
 SITE = "prompt_encoder.default.transform"
+_PAST = "past_key_values_length"
 
 
 def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...]) -> nn.Module:
     from peft import PrefixTuningConfig, get_peft_model
 
+    hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
+    masks = [make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, SITE, part),
+                        cfg.nm_group) for shape, part in [((cfg.prefix_hidden, hidden), "down"),
+                                 ((2 * layers * hidden, cfg.prefix_hidden), "up")]]
     name = type(model).__name__
     task_type = next((t for suffix, t in _TASK_TYPES.items() if name.endswith(suffix)), "FEATURE_EXTRACTION")
     peft_model = get_peft_model(model, PrefixTuningConfig(
@@ -30,7 +42,29 @@ def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...])
         encoder_hidden_size=cfg.prefix_hidden, modules_to_save=list(heads) or None))
     encoder = peft_model.prompt_encoder["default"]
     down, _, up = encoder.transform
-    masks = [make_masks(lin.weight.shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.seed, SITE, part),
-                        cfg.nm_group) for lin, part in [(down, "down"), (up, "up")]]
     encoder.transform = MaskedBottleneck.from_linears(down, up, *masks, nn.Tanh())
+    embeddings = [m for m in model.modules() if _PAST in inspect.signature(m.forward).parameters]
+    if not embeddings:
+        raise ValueError(f"method='prefix': no embeddings module of {name} takes {_PAST}, so token "
+                         f"positions could not be kept unshifted")
+    for module in embeddings:
+        module.register_forward_pre_hook(_positions_without_prefix, with_kwargs=True)
     return peft_model
+
+
+def _positions_without_prefix(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    return args, {**kwargs, _PAST: 0}
+
+
+def prompt_encoder(model: nn.Module) -> nn.Module | None:
+    encoders = getattr(model, "prompt_encoder", None)
+    return encoders["default"] if isinstance(encoders, nn.ModuleDict) and "default" in encoders else None
+
+
+def prefix_inference_size(model: nn.Module) -> int | None:
+    """Entries of the keys/values the prefix becomes (prefix_length x 2 x layers x hidden): all that
+    inference needs once the reparameterisation MLP has been run; None without a prefix."""
+    encoder = prompt_encoder(model)
+    if encoder is None:
+        return None
+    return encoder.embedding.num_embeddings * encoder.transform.up_weight.shape[0]

@@ -30,7 +30,7 @@ def prepare(spec: RunSpec) -> Job:
     keys = [k for k in schema.keys if k is not None]
     corpus = (text for k in keys for text in raw["train"][k])
     model, tokenizer = models.load_text(spec.config["model"], "seq_cls", schema.num_labels, corpus,
-                                        max_length, models.prefix_positions(spec))
+                                        max_length)
     encode = partial(_encode, tokenizer=tokenizer, keys=keys, max_length=max_length)
 
     def tokenised(ds: Any) -> Any:

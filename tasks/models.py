@@ -67,18 +67,18 @@ def _head_class(head: str):
 
 
 def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus: Iterable[str] = (),
-              max_length: int = 512, prefix_length: int = 0) -> tuple[nn.Module, Any]:
+              max_length: int = 512) -> tuple[nn.Module, Any]:
     """(model with its task head, tokenizer). ``corpus`` feeds the tiny tokenizer only.
 
-    ``prefix_length``: RoBERTa numbers positions after the past key values, so prefix tuning needs
-    ``max_length + prefix_length`` positions; the tiny model is sized for that.
+    Prefix tuning needs no extra positions: capaboost keeps the token positions of the model
+    without a prefix.
     """
     from transformers import AutoConfig
 
     kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
     kind = model_cfg["kind"]
     if kind == "tiny":
-        return _tiny_text(model_cfg, head, num_labels, corpus, max_length, prefix_length)
+        return _tiny_text(model_cfg, head, num_labels, corpus, max_length)
     if kind == "minilm":
         source = model_cfg.get("path") or str(minilm_dir())
     elif kind == "hf":
@@ -115,7 +115,7 @@ def _has_spm(source: str) -> bool:
 
 
 def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],
-               max_length: int, prefix_length: int) -> tuple[nn.Module, Any]:
+               max_length: int) -> tuple[nn.Module, Any]:
     from transformers import RobertaConfig
 
     tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
@@ -123,16 +123,12 @@ def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: It
     config = RobertaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=model_cfg["num_layers"],
         num_attention_heads=model_cfg["num_heads"], intermediate_size=model_cfg["intermediate_size"],
-        max_position_embeddings=max_length + prefix_length + 2, type_vocab_size=1,
+        max_position_embeddings=max_length + 2,  # RoBERTa numbers from padding_idx + 1
+        type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         **({"num_labels": num_labels} if head == "seq_cls" else {}))
     return _head_class(head).from_config(config), tokenizer
-
-
-def prefix_positions(spec: Any) -> int:
-    """Extra position ids a run's prefix tuning needs (0 for other methods)."""
-    return spec.hparams["prefix_length"] if spec.method == "prefix" else 0
 
 
 class TimmClassifier(nn.Module):

@@ -32,8 +32,7 @@ def prepare(spec: RunSpec) -> Job:
                      train_limit=data["train_limit"])
     corpus = (text for column in ("question", "context") for text in raw["train"][column])
     model, tokenizer = models.load_text(spec.config["model"], "qa", corpus=corpus,
-                                        max_length=hp["max_seq_length"],
-                                        prefix_length=models.prefix_positions(spec))
+                                        max_length=hp["max_seq_length"])
     window = {"tokenizer": tokenizer, "max_length": hp["max_seq_length"], "stride": hp["doc_stride"]}
     train_fn = partial(prepare_train_features, **window)
     eval_fn = partial(prepare_eval_features, **window, labels=True)

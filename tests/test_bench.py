@@ -110,3 +110,20 @@ def test_tables_bench_builds_every_output(tmp_path):
     names = sorted(p.name for p in (tmp_path / "out" / "tables").glob("*.md"))
     assert names == ["glue_roberta_base-fig1_rank_params.md", "glue_roberta_base-fig3_masks.md",
                      "glue_roberta_base-fig4_r_by_d.md", "glue_roberta_base.md"]
+
+
+def test_unloaded_row_is_the_plain_backbone():
+    """The merge_and_unload row runs the backbone's own modules (nothing of capaboost left) and gives
+    the merged row's outputs."""
+    shape = R.Shape.tiny()
+    template = R.build_template(shape, "cpu")
+    batch = R.make_batch(shape, "cpu")
+    specs = {s.kind: s for s in R.default_rows() if s.group == "inference"}
+    merged, unloaded = (R.build_row(specs[k], template, batch).model
+                        for k in ("merged-infer", "unloaded-infer"))
+    assert not capaboost.peft_modules(unloaded) and capaboost.peft_modules(merged)
+    assert [type(m) for m in unloaded.modules()] == [type(m) for m in template.modules()]
+    with torch.no_grad():
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        torch.testing.assert_close(unloaded(**inputs).logits, merged(**inputs).logits, atol=1e-5, rtol=0)
+        assert (unloaded(**inputs).logits - template(**inputs).logits).abs().max() > 1e-6

@@ -218,3 +218,18 @@ def test_resolve_records_the_sweep_outside_the_identity(tmp_path):
     plain, swept = resolve(cfg), resolve(cfg, sweep="fig3_masks")
     assert (plain.sweep, swept.sweep) == (None, "fig3_masks")
     assert (plain.run_dir, plain.identity_key) == (swept.run_dir, swept.identity_key)
+
+
+def test_roberta_large_takes_roberta_base_recipe(tmp_path):
+    """The paper has no RoBERTa-large runs: its recipe is RoBERTa-base's, stated as assumed."""
+    for task in ("glue/rte", "glue/sst2"):
+        large = spec_for(["model=roberta-large", f"task={task}", "peft=capaboost_lora"], tmp_path, tiny=False)
+        base = spec_for(["model=roberta-base", f"task={task}", "peft=capaboost_lora"], tmp_path, tiny=False)
+        assert large.hparams == base.hparams and large.model == "roberta-large"
+    rte = spec_for(["model=roberta-large", "task=glue/rte", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert (rte.hparams["lr"], rte.hparams["epochs"], rte.hparams["batch_size"]) == (5e-4, 30, 128)
+
+
+def test_deberta_qnli_warmup_is_the_official_scripts(tmp_path):
+    spec = spec_for(["model=deberta-v3-base", "task=glue/qnli", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert spec.hparams["warmup_steps"] == 500 and spec.hparams["max_seq_length"] == 320

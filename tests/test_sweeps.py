@@ -104,6 +104,8 @@ def test_figure_grids(specs: dict) -> None:
     assert {(s.peft, s.d, s.density, s.hparams["r"]) for s in f1} == (
         {("lora", 1, 1.0, r) for r in (4, 8, 16, 32)}
         | {("capaboost_lora", d, 0.5, r) for d in (2, 4) for r in (4, 8, 16, 32)})
+    # rank is swept at the recipe's alpha/r = 16/8, not at a fixed alpha (which would change the scale too)
+    assert {s.hparams["alpha"] / s.hparams["r"] for s in f1} == {2.0}
 
     f3 = _specs("fig3_masks", specs)
     assert {s.task for s in f3} == {"glue/cola", "glue/sst2"}
@@ -115,6 +117,7 @@ def test_figure_grids(specs: dict) -> None:
     f4 = _specs("fig4_r_by_d", specs)
     assert {(s.d, s.density, s.hparams["r"]) for s in f4} == (
         {(1, 1.0, r) for r in (2, 4, 8, 16)} | {(d, 0.5, r) for d in (2, 3, 4) for r in (2, 4, 8, 16)})
+    assert {s.hparams["alpha"] / s.hparams["r"] for s in f4} == {2.0}
 
 
 def test_expand_command_line_replaces_a_swept_key() -> None:

@@ -109,3 +109,61 @@ def test_defaults_are_the_papers() -> None:
     assert cfg.scaling == 2.0
     assert CapaBoostConfig(d=1, density=1.0).density == 1.0  # the vanilla corner is valid
     assert torch.is_tensor(make_masks((2, 4), 1, 1.0))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"alpha": 0}, "alpha"), ({"alpha": -8}, "alpha"), ({"alpha": float("inf")}, "alpha"),
+    ({"method": "padapter", "dropout": 0.1}, "dropout"), ({"method": "prefix", "dropout": 0.1}, "dropout"),
+    ({"mask": "none", "dropout": 0.0}, "dropout"),
+    ({"mask": "nm", "r": 2}, "r"), ({"method": "prefix", "mask": "nm", "prefix_hidden": 6}, "prefix_hidden"),
+    ({"mask_seed": -1}, "mask_seed"), ({"seed": 1, "mask_seed": 2}, "mask_seed"),
+])
+def test_configs_that_are_not_what_they_say(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError) as err:
+        CapaBoostConfig(**kwargs)
+    assert _names(str(err.value), field), str(err.value)
+
+
+def test_valid_corners() -> None:
+    assert CapaBoostConfig(mask="none", dropout=0.1).mask == "none"  # the dropout-only ablation (LoRA)
+    assert CapaBoostConfig(mask="none", d=1).d == 1                   # one all-ones branch: vanilla
+    assert CapaBoostConfig(mask="nm", r=8).r == 8
+
+
+def test_seed_is_a_deprecated_alias() -> None:
+    with pytest.warns(DeprecationWarning, match="mask_seed"):
+        cfg = CapaBoostConfig(seed=4)
+    assert cfg == CapaBoostConfig(mask_seed=4) and "seed" not in cfg.to_dict()
+    assert CapaBoostConfig.from_dict({**cfg.to_dict()}) == cfg
+    assert CapaBoostConfig(seed=4, mask_seed=4).mask_seed == 4
+
+
+def test_padapter_nm_checked_on_the_grouped_axis_before_touching_the_model() -> None:
+    """The adapter's up projection groups along its width, hidden // reduction_factor = 32 // 16 = 2."""
+    model = tiny_roberta()
+    with pytest.raises(ValueError, match=r"nm.*last \(input\) axis.*size 2"):
+        capaboost.apply(model, CapaBoostConfig(method="padapter", mask="nm"))
+    assert all(p.requires_grad for p in model.parameters())
+    assert not capaboost.peft_modules(model)
+
+
+def test_config_and_backbones_import_without_torch() -> None:
+    """run.py validates configs before importing torch: both modules must not pull it in."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from capaboost.config import CapaBoostConfig;"
+            "from capaboost.backbones import BACKBONES; CapaBoostConfig();"
+            "assert BACKBONES['timm-vit'].methods;"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_backbone_methods() -> None:
+    from capaboost.backbones import BACKBONES
+
+    assert {k for k, v in BACKBONES.items() if "prefix" in v.methods} == {"bert", "roberta", "xlm-roberta"}
+    assert all({"lora", "padapter"} <= set(v.methods) for v in BACKBONES.values())

@@ -162,7 +162,8 @@ def test_export_peft_roundtrip(tmp_path: Path, d: int, density: float) -> None:
 def test_export_peft_merged_and_vit(tmp_path: Path) -> None:
     from peft import PeftModel
 
-    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8,
+                                                        target_modules=("qkv",)))  # the fused option
     with torch.no_grad():
         for layer in lora_layers(model).values():
             layer.lora_B.normal_(0, 0.1)
@@ -180,3 +181,89 @@ def test_export_peft_merged_and_vit(tmp_path: Path) -> None:
 def test_export_peft_rejects_other_methods(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lora"):
         capaboost.export_peft(capaboost.apply(tiny_roberta(), CONFIGS["padapter"]), tmp_path / "x")
+
+
+def _rewrite(path: Path, out: Path, tensors=None, **meta_changes) -> Path:
+    """A copy of a save() file with its tensors or metadata changed."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = {**f.metadata(), **meta_changes}
+    save_file(tensors if tensors is not None else load_file(str(path)), str(out), metadata=meta)
+    return out
+
+
+def test_load_refuses_other_masks(tmp_path: Path) -> None:
+    path = tmp_path / "a.safetensors"
+    model = capaboost.apply(tiny_roberta(), CONFIGS["lora"])
+    capaboost.save(model, path)
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["mask_digest"] == capaboost.mask_digest(model)
+    forged = _rewrite(path, tmp_path / "b.safetensors", mask_digest="0" * 64)
+    with pytest.raises(ValueError, match="masks .* differ") as err:
+        capaboost.load(tiny_roberta(), forged)
+    assert "\n" not in str(err.value)
+    old = _rewrite(path, tmp_path / "c.safetensors", format="capaboost/1")
+    with pytest.raises(ValueError, match="capaboost/1"):
+        capaboost.load(tiny_roberta(), old)
+
+
+def test_load_refuses_missing_trainable_tensors(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    path = tmp_path / "a.safetensors"
+    capaboost.save(_trained(CONFIGS["lora"], steps=1), path)
+    headless = {k: v for k, v in load_file(str(path)).items() if "classifier" not in k}
+    short = _rewrite(path, tmp_path / "b.safetensors", tensors=headless)
+    target = capaboost.apply(tiny_roberta(), CONFIGS["lora"])
+    before = {n: p.detach().clone() for n, p in target.named_parameters()}
+    with pytest.raises(ValueError, match="missing from the file.*classifier"):
+        capaboost.load(target, short)
+    assert all(torch.equal(p, before[n]) for n, p in target.named_parameters())  # nothing loaded
+
+
+def test_loads_files_that_say_seed(tmp_path: Path) -> None:
+    """Files written before the rename store the mask seed as ``seed``."""
+    import json
+
+    path = tmp_path / "a.safetensors"
+    model = _trained(CONFIGS["lora"], steps=1)
+    capaboost.save(model, path)
+    with safe_open(str(path), "pt") as f:
+        cfg = json.loads(f.metadata()["config"])
+    cfg["seed"] = cfg.pop("mask_seed")
+    old = _rewrite(path, tmp_path / "b.safetensors", config=json.dumps(cfg))
+    loaded = capaboost.load(tiny_roberta(), old).eval()
+    assert loaded.capaboost_config.mask_seed == 3
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch()).logits, model(**batch()).logits)
+
+
+def test_wrapped_models(tmp_path: Path) -> None:
+    """apply / save / load / merge look through torch.compile and DDP wrappers."""
+    import torch.distributed as dist
+
+    compiled = torch.compile(tiny_roberta())
+    model = capaboost.apply(compiled, CONFIGS["lora"])
+    assert model is compiled._orig_mod and lora_layers(model)
+    randomize_lora_B(model)
+    capaboost.save(torch.compile(model), tmp_path / "a.safetensors")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(capaboost.apply(tiny_roberta(), CONFIGS["lora"]))
+        assert capaboost.load(ddp, tmp_path / "a.safetensors") is ddp.module
+        with torch.no_grad():
+            expected = model(**batch()).logits
+            torch.testing.assert_close(ddp.module(**batch()).logits, expected)
+            capaboost.merge(ddp)
+            assert all(m.merged for m in lora_layers(ddp.module).values())
+            torch.testing.assert_close(ddp.module(**batch()).logits, expected, atol=1e-5, rtol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_export_peft_refuses_qv_slices(tmp_path: Path) -> None:
+    """Stock PEFT LoRA has no q/v slices of a fused projection: the default ViT model cannot export."""
+    with pytest.raises(ValueError, match="qkv"):
+        capaboost.export_peft(capaboost.apply(tiny_vit(), CapaBoostConfig(r=4)), tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -66,7 +66,8 @@ def test_d1_equals_peft_lora_on_vit(float64) -> None:
     from peft import LoraConfig, get_peft_model
 
     base = tiny_vit().double()
-    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=1, density=1.0, r=4, alpha=8))
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=1, density=1.0, r=4, alpha=8,
+                                                                target_modules=("qkv",)))  # the fused option
     theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"]))
     randomize_lora_B(ours)
     for name, layer in lora_layers(ours).items():
@@ -259,3 +260,101 @@ def test_one_step_changes_only_lora_and_head() -> None:
     F.cross_entropy(model(**batch()).logits, labels()).backward()
     opt.step()
     assert {n for n, p in model.named_parameters() if not torch.equal(p, before[n])} == trainable
+
+
+# ---------------------------------------------------------------- timm ViT: q and v of the fused qkv
+class ReferenceQV(nn.Module):
+    """The LoRA paper's q/v LoRA on a fused projection, written out: separate (A, B) for q and for v,
+    d explicit masked branches each, added to the q and v thirds of the output; k untouched."""
+
+    def __init__(self, qkv: nn.Linear, q: LoRALinear, v: LoRALinear) -> None:
+        super().__init__()
+        self.qkv, self.parts = qkv, [(q.lora_A, q.lora_B, q.mask_A, q.mask_B, q.scaling),
+                                     (v.lora_A, v.lora_B, v.mask_A, v.mask_B, v.scaling)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, v = [out + s * sum(x @ (a * ma[i]).T @ (b * mb[i]).T for i in range(len(ma)))
+                for out, (a, b, ma, mb, s) in zip((q, v), self.parts, strict=True)]
+        return torch.cat([q, k, v], dim=-1)
+
+
+def _qv_pair() -> tuple[nn.Module, nn.Module, list[nn.Parameter]]:
+    base = tiny_vit().double()
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    randomize_lora_B(ours)
+    ref, params = copy.deepcopy(base), []
+    for block_ours, block_ref in zip(ours.blocks, ref.blocks, strict=True):
+        v, q = block_ours.attn.qkv, block_ours.attn.qkv.base_layer
+        assert (q.rows, v.rows) == ((0, 32), (64, 96))
+        block_ref.attn.qkv = ReferenceQV(block_ref.attn.qkv, q, v)
+        params += [q.lora_A, q.lora_B, v.lora_A, v.lora_B]
+    ref.head = ours.head
+    return ours, ref, params
+
+
+def test_vit_qv_equals_reference(float64) -> None:
+    ours, ref, params = _qv_pair()
+    assert len(lora_layers(ours)) == 4 and ours.capaboost_config.target_modules == ("q", "v")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = ours(x)
+    torch.testing.assert_close(y, ref(x), atol=1e-10, rtol=0)
+    grads = torch.autograd.grad(y.pow(2).sum(), params)
+    ref_grads = torch.autograd.grad(ref(x).pow(2).sum(), params)
+    for g, h in zip(grads, ref_grads, strict=True):
+        assert g.abs().max() > 0
+        torch.testing.assert_close(g, h, atol=1e-10, rtol=0)
+
+
+def test_vit_qv_leaves_k_alone(float64) -> None:
+    """delta W of the fused projection, read off the merged weight: k's rows stay exactly zero."""
+    ours, _, _ = _qv_pair()
+    w0 = [b.attn.qkv.weight.detach().clone() for b in ours.blocks]
+    capaboost.merge(ours)
+    for block, before in zip(ours.blocks, w0, strict=True):
+        delta = block.attn.qkv.weight - before
+        assert delta[32:64].abs().max() == 0
+        assert delta[:32].abs().max() > 0 and delta[64:].abs().max() > 0
+        assert capaboost.analysis.delta_rank(block.attn.qkv) == 8  # d * r for v
+
+
+def test_vit_fused_option_adapts_k() -> None:
+    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, target_modules=("qkv",)))
+    randomize_lora_B(model)
+    assert all(layer.rows == (0, 96) for layer in lora_layers(model).values())
+    assert all(layer.delta_weight()[32:64].abs().max() > 0 for layer in lora_layers(model).values())
+
+
+# ---------------------------------------------------------------- merge_and_unload, training while merged
+@pytest.mark.parametrize("build", [tiny_roberta, tiny_vit], ids=["roberta", "timm-vit-qv"])
+def test_merge_and_unload(build) -> None:
+    model = capaboost.apply(build(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    randomize_lora_B(model)
+    inputs = batch() if build is tiny_roberta else torch.randn(2, 3, 32, 32)
+
+    def run(m: nn.Module) -> torch.Tensor:
+        return m(inputs) if torch.is_tensor(inputs) else m(**inputs).logits
+
+    with torch.no_grad():
+        expected = run(model)
+        merged = run(capaboost.merge(copy.deepcopy(model)))
+        plain = capaboost.merge_and_unload(model)
+        got = run(plain)
+    assert plain is model and not hasattr(plain, "capaboost_config")
+    assert not any(type(m).__module__.startswith("capaboost") for m in plain.modules())
+    assert not any(n.endswith("base_layer") or "lora" in n for n, _ in plain.named_modules())
+    reference = build()  # the same backbone untouched: exactly its module types, in the same places
+    assert [(n, type(m)) for n, m in plain.named_modules()] == \
+        [(n, type(m)) for n, m in reference.named_modules()]
+    torch.testing.assert_close(got, merged, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_training_while_merged_raises() -> None:
+    model = capaboost.merge(capaboost.apply(tiny_roberta(), CapaBoostConfig(r=4)))
+    with torch.no_grad():
+        model.train()(**batch())  # train-mode forward without gradients (e.g. a dropout check) is fine
+    with pytest.raises(RuntimeError, match="unmerge"):
+        model(**batch())
+    capaboost.unmerge(model)
+    model(**batch()).logits.sum().backward()

@@ -142,7 +142,7 @@ def test_masks_identical_in_a_subprocess() -> None:
 
 def test_mask_seed_changes_masks() -> None:
     a = _model_masks(capaboost.apply(tiny_roberta(), CFG))
-    b = _model_masks(capaboost.apply(tiny_roberta(), CapaBoostConfig(**{**CFG.to_dict(), "seed": 1})))
+    b = _model_masks(capaboost.apply(tiny_roberta(), CapaBoostConfig(**{**CFG.to_dict(), "mask_seed": 1})))
     assert all(not torch.equal(a[n][0], b[n][0]) for n in a)
     assert not torch.equal(make_masks((8, 32), 2, 0.5, "random", 0), make_masks((8, 32), 2, 0.5, "random", 1))
     assert not torch.equal(make_masks((8, 32), 2, 0.5, "nm", 0), make_masks((8, 32), 2, 0.5, "nm", 1))
@@ -179,3 +179,40 @@ def test_branches_are_independent() -> None:
     assert abs(np.mean(overlaps) - 0.25) < 0.01
     union = make_masks((64, 64), 2, 0.5, "random", seed=0).any(0).double().mean()
     assert abs(float(union) - capaboost.analysis.expected_fraction(2, 0.5)) < 0.02
+
+
+# Pinned: any change in mask generation (algorithm, torch's generator, the seed hash) changes these,
+# and with them every saved adapter's masks. Update them only together with the checkpoint format.
+GOLDEN = {
+    ((48, 768), 2, 0.5, "random", 0): "9f19692036382f0d386bd180cb50d55fb0b8d4c990fdab1b5034d73bf8785581",
+    ((8, 16), 3, 0.5, "nm", 1): "b6892be4331a788d71f7c158ff558c7c4525909f265a02c7b219281ca78836af",
+    ((16, 8), 4, 0.3, "same", 2): "20d9f61df0697a9b2ae789ccd7742d12e78237226676cdcf079ca7d1a3c4b7cf",
+}
+GOLDEN_MODEL = "07561b1140b2fc9d014d1e0f8e3bbed5afa0fc164c394cca1388904ad42cb018"
+
+
+@pytest.mark.parametrize("args", sorted(GOLDEN), ids=[a[3] for a in sorted(GOLDEN)])
+def test_golden_mask_digests(args: tuple) -> None:
+    assert hashlib.sha256(make_masks(*args).numpy().tobytes()).hexdigest() == GOLDEN[args]
+
+
+def test_golden_model_digest() -> None:
+    """capaboost.mask_digest of a tiny RoBERTa, recomputed here from the masks (name, A, B bytes)."""
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    assert _digest(_model_masks(model)) == capaboost.mask_digest(model) == GOLDEN_MODEL
+
+
+def test_no_ties_to_break() -> None:
+    """The 48x768 case had 56 entries that a stable sort of float32 draws placed differently; ranks
+    drawn here come from distinct keys, so re-ranking them with numpy's stable and unstable sorts
+    (a different sort implementation) picks the same positions."""
+    from capaboost.masks import _distinct_ranks
+
+    keys_gen = torch.Generator().manual_seed(5)
+    ranks = _distinct_ranks(keys_gen, (2,), 48 * 768)
+    assert all(torch.equal(torch.sort(r).values, torch.arange(48 * 768)) for r in ranks)  # permutations
+    keys = torch.randint(0, (2**62) // (48 * 768), (2, 48 * 768), generator=torch.Generator().manual_seed(5))
+    keys = (keys * (48 * 768) + torch.arange(48 * 768)).numpy()
+    assert len(np.unique(keys[0])) == keys.shape[1]
+    for kind in ("stable", "quicksort", "heapsort"):
+        assert np.array_equal(np.argsort(keys, axis=-1, kind=kind), ranks.numpy())

@@ -17,7 +17,8 @@ FAMILIES = {  # builder, inputs, LoRA target suffixes, head modules
     "roberta": (tiny_roberta, batch, ("query", "value"), ("classifier",)),
     "bert": (tiny.tiny_bert, batch, ("query", "value"), ("classifier",)),
     "deberta-v2": (tiny.tiny_deberta, batch, ("query_proj", "value_proj"), ("classifier", "pooler")),
-    "timm-vit": (tiny.tiny_vit, images, ("qkv",), ("head",)),
+    # q and v of the fused qkv: v's LoRA wraps q's, which wraps the Linear (qkv, qkv.base_layer)
+    "timm-vit": (tiny.tiny_vit, images, ("qkv", "base_layer"), ("head",)),
 }
 
 
@@ -31,14 +32,14 @@ def _train(model: nn.Module, inputs, steps: int = 3) -> None:
     model.eval()
 
 
-# ---------------------------------------------------------------- 10. families
+# ---------------------------------------------------------------- 10. backbones
 @pytest.mark.parametrize("method", ["lora", "padapter"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_forward_backward(family: str, method: str) -> None:
     build, make_inputs, targets, heads = FAMILIES[family]
     cfg = CapaBoostConfig(method=method, d=2, density=0.5, r=4, reduction_factor=4)
     model = capaboost.apply(build(), cfg)
-    assert capaboost.families.detect(model).name == family
+    assert capaboost.backbones.detect(model).name == family
     peft = capaboost.peft_modules(model)
     kind = LoRALinear if method == "lora" else MaskedBottleneck
     assert len(peft) == (2 * len(targets) if method == "lora" else 2) and all(isinstance(m, kind)
@@ -99,7 +100,9 @@ def test_apply_on_cuda(method: str) -> None:
 def test_merge_unmerge_trained(family: str) -> None:
     build, make_inputs, _, _ = FAMILIES[family]
     base = build()
-    model = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, dropout=0.1))
+    fused = ("qkv",) if family == "timm-vit" else None  # ViT's q/v default: tests/capaboost/test_lora.py
+    model = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8, dropout=0.1,
+                                                                 target_modules=fused))
     inputs = make_inputs()
     _train(model, inputs)
     layers = lora_layers(model)
@@ -156,4 +159,30 @@ def test_count_parameters_lora() -> None:
 def test_count_parameters_plain_model() -> None:
     model = tiny_roberta()
     n = sum(p.numel() for p in model.parameters())
-    assert capaboost.count_parameters(model) == {"trainable": n, "effective": n, "total": n}
+    assert capaboost.count_parameters(model) == {"trainable": n, "effective": n, "peft": 0, "total": n}
+
+
+# ---------------------------------------------------------------- the peft count (heads excluded)
+def test_peft_count_by_hand() -> None:
+    """LoRA r on q and v: r*(in+out) per matrix, 2 matrices per layer; with d=2 at density 0.5 the
+    union of the masks, counted here, ~ 0.75 of it. RoBERTa-base r=8: 2*8*(768+768)*12 = 294,912."""
+    h, layers, r = 32, 2, 4
+    vanilla = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=1, density=1.0, r=r))
+    assert capaboost.count_parameters(vanilla)["peft"] == 2 * r * (h + h) * layers
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(d=2, density=0.5, r=r))
+    union = sum(int((m[0] | m[1]).sum()) for layer in lora_layers(model).values()
+                for m in (layer.mask_A.numpy(), layer.mask_B.numpy()))
+    counts = capaboost.count_parameters(model)
+    assert counts["peft"] == union == counts["effective"] - (h * h + h + 3 * h + 3)  # head excluded
+    assert abs(union / (2 * r * (h + h) * layers) - 0.75) < 0.08
+
+
+def test_peft_count_padapter_and_vit_qv() -> None:
+    h, width = 32, 32 // 4
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="padapter", d=3, density=0.5,
+                                                            reduction_factor=4))
+    union = sum(int(m.any(0).sum()) for a in capaboost.peft_modules(model).values()
+                for m in (a.mask_down, a.mask_up))
+    assert capaboost.count_parameters(model)["peft"] == union + 2 * (width + h)  # + unmasked biases
+    vit = capaboost.apply(tiny.tiny_vit(), CapaBoostConfig(d=1, density=1.0, r=4))
+    assert capaboost.count_parameters(vit)["peft"] == 2 * 2 * 4 * (h + h)  # q, v: r*(in+out) each, 2 blocks

@@ -1,5 +1,6 @@
-"""CapaBoost prefix tuning: d=1 is PEFT's own prefix tuning (prefix_projection=True); d>1 swaps
-PEFT's reparameterisation MLP for d masked, summed branches and nothing else."""
+"""CapaBoost prefix tuning: d=1 is PEFT's own prefix tuning (prefix_projection=True) at the token
+positions of the model without a prefix; d>1 swaps PEFT's reparameterisation MLP for d masked,
+summed branches and nothing else."""
 from __future__ import annotations
 
 import copy
@@ -43,6 +44,30 @@ class LoopTransform(nn.Module):
                                                                                   strict=True))
 
 
+def unshifted_positions(family: str, input_ids: torch.Tensor) -> torch.Tensor:
+    """By hand: RoBERTa numbers tokens from padding_idx + 1 = 2, BERT from 0 (no pad ids in batch())."""
+    assert not (input_ids == 1).any()
+    start = 2 if family == "roberta" else 0
+    return (torch.arange(input_ids.shape[1]) + start).expand_as(input_ids)
+
+
+class AtPositions(nn.Module):
+    """Reference: PEFT's prompt encoder makes the past keys/values, and the plain transformers model
+    gets them with the positions of the model without a prefix spelled out (PEFT's own forward drops
+    ``position_ids`` for prompt learning, and its route shifts them by the prefix length)."""
+
+    def __init__(self, model: nn.Module, family: str) -> None:
+        super().__init__()
+        self.model, self.family = model, family
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        n = len(input_ids)
+        mask = torch.cat([torch.ones(n, LENGTH, dtype=attention_mask.dtype), attention_mask], dim=1)
+        return self.model.base_model(input_ids=input_ids, attention_mask=mask,
+                                     past_key_values=self.model.get_prompt(batch_size=n),
+                                     position_ids=unshifted_positions(self.family, input_ids))
+
+
 def _pair(family: str, d: int, density: float, dropout: float = 0.0):
     """Ours and PEFT's prefix model from one backbone, with the same random trainable weights."""
     base = TEXT_MODELS[family](dropout=dropout).double()
@@ -65,7 +90,7 @@ def _pair(family: str, d: int, density: float, dropout: float = 0.0):
             b.copy_(value)
     if d > 1:
         their.transform = LoopTransform(down, up, t.mask_down, t.mask_up)
-    return ours, theirs, pairs
+    return ours, AtPositions(theirs, family), pairs
 
 
 @pytest.mark.parametrize("family", ["roberta", "bert"])
@@ -113,3 +138,41 @@ def test_effective_count() -> None:
     assert counts["trainable"] == embedding + mlp_dense + head
     assert counts["effective"] == union + embedding + WIDTH + 2 * 2 * 32 + head
     assert counts["effective"] < counts["trainable"]
+
+
+def _recorded_positions(model: nn.Module) -> list[torch.Tensor]:
+    """The position ids every position-embedding lookup of one forward pass received."""
+    seen = []
+    table = next(m for n, m in model.named_modules() if n.endswith("embeddings.position_embeddings"))
+    handle = table.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    with torch.no_grad():
+        model(**batch())
+    handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_prefix_keeps_token_positions(family: str) -> None:
+    """With a 16-token prefix, PEFT's route alone gave RoBERTa positions 18.. instead of 2..."""
+    base = TEXT_MODELS[family]()
+    ours = capaboost.apply(copy.deepcopy(base), CapaBoostConfig(method="prefix", prefix_length=16,
+                                                                prefix_hidden=WIDTH))
+    expected = unshifted_positions(family, batch()["input_ids"])
+    for seen in (_recorded_positions(ours), _recorded_positions(base)):
+        assert len(seen) == 1 and torch.equal(seen[0].expand_as(expected), expected)
+    peft_alone = _recorded_positions(_peft_prefix(base))  # the bug this guards against
+    assert int(peft_alone[0].min()) == int(expected.min()) + LENGTH
+
+
+def test_prefix_inference_size_and_peft_count() -> None:
+    """Inference needs prefix_length x 2 x layers x hidden keys/values; the MLP is training-only.
+    The peft count is the prefix embedding + the MLP's kept entries, the head excluded."""
+    model = capaboost.apply(tiny_roberta(), CapaBoostConfig(method="prefix", d=2, density=0.5,
+                                                            prefix_length=LENGTH, prefix_hidden=WIDTH))
+    t = model.prompt_encoder["default"].transform
+    union = sum(int((m.numpy()[0] | m.numpy()[1]).sum()) for m in (t.mask_down, t.mask_up))
+    counts = capaboost.count_parameters(model)
+    assert counts["prefix_inference"] == LENGTH * 2 * 2 * 32
+    assert counts["peft"] == LENGTH * 32 + union + WIDTH + 2 * 2 * 32
+    lora = capaboost.apply(tiny_roberta(), CapaBoostConfig())
+    assert "prefix_inference" not in capaboost.count_parameters(lora)

@@ -49,15 +49,15 @@ def test_vocab_size_caps_the_vocabulary():
 @pytest.mark.parametrize("head, key", [("seq_cls", "logits"), ("qa", "start_logits")])
 def test_tiny_text_model_is_seeded_and_sized(head, key):
     set_seed(3)
-    model, tok = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16, prefix_length=4)
+    model, tok = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16)
     set_seed(3)
-    again, _ = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16, prefix_length=4)
+    again, _ = models.load_text(TINY, head, num_labels=3, corpus=CORPUS, max_length=16)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     cfg = model.config
     assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == \
         ("roberta", 16, 1, len(tok))
-    assert cfg.max_position_embeddings == 16 + 4 + 2  # RoBERTa's padding offset + room for a prefix
+    assert cfg.max_position_embeddings == 16 + 2  # RoBERTa's padding offset; a prefix needs none
     out = model(**tok(["the cat sat"], return_tensors="pt"))
     assert out[key].shape[0] == 1 and (head != "seq_cls" or out.logits.shape == (1, 3))
 
@@ -71,8 +71,10 @@ def test_tiny_vit_classifies_32px_images_and_takes_capaboost():
     assert out["loss"].item() == pytest.approx(torch.nn.functional.cross_entropy(out["logits"], y).item())
     model.vit = capaboost.apply(model.vit, capaboost.CapaBoostConfig(method="lora", d=2, density=0.5, r=2))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"vit.blocks.0.attn.qkv.lora_A", "vit.blocks.0.attn.qkv.lora_B", "vit.head.weight",
-                         "vit.head.bias"}
+    # q and v of the fused qkv, each with its own A and B (v's LoRA wraps q's)
+    assert trainable == {"vit.blocks.0.attn.qkv.lora_A", "vit.blocks.0.attn.qkv.lora_B",
+                         "vit.blocks.0.attn.qkv.base_layer.lora_A", "vit.blocks.0.attn.qkv.base_layer.lora_B",
+                         "vit.head.weight", "vit.head.bias"}
 
 
 def test_timm_checkpoint_file_loads_the_backbone_and_a_new_head(tmp_path):
