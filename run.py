@@ -83,6 +83,8 @@ def main(cfg: DictConfig) -> dict | None:
 
     try:
         return execute(spec)
+    except ConfigError as error:  # found once torch is loaded, e.g. trainer.device=cuda without CUDA
+        fail(error)
     except (RunLocked, DiskFull) as error:  # one line, not a traceback; 75: EX_TEMPFAIL, try again later
         print(f"error: {error}", file=sys.stderr)
         sys.exit(75 if isinstance(error, RunLocked) else 1)

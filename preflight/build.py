@@ -113,7 +113,7 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
                     "end_positions": torch.zeros(batch, dtype=torch.long)}
         elif labels == 1:
             out["labels"] = torch.zeros(batch)
-        elif spec.model_family == "deberta-v2":
+        elif spec.backbone == "deberta-v2":
             # DeBERTa-v2's integer-label loss selects labelled rows with nonzero(), whose shape fake tensors
             # cannot know; its soft-label branch computes the same loss shape (head-sized, negligible)
             out["labels"] = torch.zeros(batch, labels)

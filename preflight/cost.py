@@ -2,8 +2,9 @@
 
 Training examples follow the runner's protocols (tasks/data.py): under "split" the large GLUE tasks
 hold 1,000 training examples out for selection; "dev" trains on the full train split; VTAB "final"
-trains on train800val200. Every split but train is evaluated at each epoch end (select is skipped when
-it is the same data as report). Sequences are counted at max_seq_length, the padded worst case.
+trains on train800val200. Every split but train is evaluated at each ``task.eval_every``-th epoch end
+and after the last (GLUE/SQuAD: every epoch; VTAB: the last only), select skipped when it is the same data
+as report (tasks/evaluation.py). Sequences are counted at max_seq_length, the padded worst case.
 """
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def schedule(spec: Any, per_device: int, grad_accum: int) -> tuple[int, int]:
     """(optimizer steps, evaluation rounds) as the HF Trainer counts them on one device."""
     hp = spec.hparams
     per_epoch = max(1, math.ceil(math.ceil(train_examples(spec) / per_device) / grad_accum))
-    if hp["max_steps"]:
-        return hp["max_steps"], math.ceil(hp["max_steps"] / per_epoch)
-    return math.ceil(hp["epochs"] * per_epoch), math.ceil(hp["epochs"])
+    steps = hp["max_steps"] or math.ceil(hp["epochs"] * per_epoch)
+    epochs, every = math.ceil(steps / per_epoch), spec.config["task"]["eval_every"]
+    return steps, math.ceil(epochs / every) if every else 1  # rounds at multiples of every, and the last
 
 
 def gpu_hours(flops: float, tflops: float, mfu: float) -> float:

@@ -56,10 +56,8 @@ class RunCheck:
 def used_precision(spec: Any, target: Target) -> tuple[str, str | None]:
     """(precision the estimate assumes, a note when it is not the resolved value)."""
     resolved = spec.hparams["precision"]
-    if resolved in ("fp32", "auto"):
-        used = target.info["precision"]
-        return used, (f"trainer.precision={resolved} estimated at {used}, what precision=auto picks on "
-                      f"{target.gpu} (until auto is the default, pass trainer.precision={used})")
+    if resolved == "auto":  # what tasks/device.py picks on that GPU
+        return target.info["precision"], None
     return resolved, None
 
 

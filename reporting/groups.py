@@ -56,10 +56,10 @@ EXTRA_IGNORED = {
 # Not part of a row key: the cell's own coordinates (the table holds one model and one source).
 # data.path: one local directory per task (data.source says "path"), as in the legacy grouping.
 NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family", "data.path"}
-# Names of the rule every protocol uses unless told otherwise (best epoch on the select split); any
-# other `selection.rule` (e.g. VTAB's "best test epoch") marks the cell as selected on the test set.
-DEFAULT_RULES = {None, "", "default", "best", "select", "best_select", "best-select", "best_select_epoch",
-                 "best_epoch", "select_split"}
+# The runner's `selection.rule` values (task.report) that never look at the reported split: the best
+# epoch on the select split, or the final epoch (None: files from before the rule was recorded). Any
+# other rule (VTAB's "best_test_epoch") marks the cell as selected on the test set.
+DEFAULT_RULES = {None, "best_select_epoch", "final_epoch"}
 
 
 def lookup(run: dict[str, Any], paths: Iterable[str], method: str = "") -> Any:

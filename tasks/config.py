@@ -18,14 +18,20 @@ from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
 from tasks import identity
 from tasks.config_schema import register  # noqa: F401  (re-exported: run.py, tests)
+from tasks.schema import VTAB_PROTOCOLS
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/device.py)
+DEVICES = ("auto", "cuda", "cpu")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
 DATA_SOURCES = ("hub", "fixture")
 MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
 PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final")}
 MODALITY = {"glue": "text", "squad": "text", "vtab": "image"}
+# task.report: the epoch whose metrics are "best". best_select_epoch: the paper's rule on the select
+# split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it.
+REPORT_RULES = {"glue": ("best_select_epoch", "final_epoch"), "squad": ("best_select_epoch", "final_epoch"),
+                "vtab": ("final_epoch", "best_test_epoch")}
 # CapaBoostConfig's fields as the config spells them (its ValueError names the field).
 _CONFIG_KEY = {"method": "peft.method", "d": "d", "density": "density", "mask": "mask",
                "mask_seed": "mask_seed", "r": "peft.r", "alpha": "peft.alpha", "dropout": "peft.dropout",
@@ -94,8 +100,13 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     _choice("peft.method", peft["method"], METHODS)
     _choice("task.family", task["family"], tuple(PROTOCOLS))
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
+    _choice("task.report", task["report"], REPORT_RULES[task["family"]])
+    _positive("task.eval_every", task["eval_every"], integer=True)
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
+    _choice("trainer.device", trainer["device"], DEVICES)
+    if trainer["use_cpu"] and trainer["device"] == "cuda":
+        raise ConfigError("trainer.use_cpu=true contradicts trainer.device=cuda (use trainer.device=cpu)")
     _choice("logger.name", logger["name"], LOGGERS)
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):
@@ -134,6 +145,21 @@ def _check_paths(model: dict[str, Any], data: dict[str, Any]) -> None:
         _choice("data.source", data["source"], DATA_SOURCES)
     if model["path"] is not None and not Path(model["path"]).exists():
         raise ConfigError(f"model.path={model['path']!r} does not exist")
+
+
+def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
+    """VTAB-1k has no canonical hub dataset: without data.path (or data.hub_id) a run cannot start."""
+    if task["family"] != "vtab" or data["source"] == "fixture":
+        return
+    lists = [f"{name}.txt" for name in dict.fromkeys(VTAB_PROTOCOLS[task["protocol"]])]
+    if data["source"] == "hub" and not data["hub_id"]:
+        raise ConfigError(f"data.path is not set: VTAB-1k has no canonical hub dataset; set data.path=<dir> "
+                          f"of the pre-split VTAB-1k folders (<dir>/{task['dataset']}/{' '.join(lists)})")
+    if data["source"] == "path":
+        root = Path(data["path"])
+        if not any(all((folder / f).is_file() for f in lists) for folder in (root / task["dataset"], root)):
+            raise ConfigError(f"data.path={data['path']!r} lacks the VTAB-1k lists {' '.join(lists)} for "
+                              f"{task['dataset']} (looked in {task['dataset']}/ and .)")
 
 
 # Trainer keys the recipe supplies (None on the command line = take the recipe's value).
@@ -187,6 +213,7 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     model, peft, task = c["model"], c["peft"], c["task"]
     modality, backbone = _backbone(model, peft, task)
     _check_paths(model, c["data"])
+    check_vtab_source(task, c["data"])
     hparams = _hparams(c, peft["method"])
     cb = _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]

@@ -47,6 +47,8 @@ class TaskConf:
     dataset: str = MISSING                # cola | v1 | cifar
     protocol: str = MISSING
     main_metric: str = MISSING
+    eval_every: int | None = 1            # epochs between evaluation rounds; None: after the last epoch only
+    report: str = "best_select_epoch"     # the evaluated epoch reported as "best" (config.REPORT_RULES)
 
 
 @dataclass
@@ -62,7 +64,8 @@ class TrainerConf:
     max_steps: int | None = None          # tiny runs: replaces epochs (and the schedule's length), as in HF
     grad_accum: int = 1
     eval_batch_size: int | None = None
-    precision: str = "fp32"               # fp32 | fp16 | bf16
+    precision: str = "auto"               # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    device: str = "auto"                  # auto | cuda | cpu (tasks/device.py)
     max_grad_norm: float = 1.0
     lr_scheduler: str = "linear"
     logging_steps: int = 50
@@ -71,7 +74,7 @@ class TrainerConf:
     save_every_minutes: float | None = None
     wait_for_lock: bool = False           # another live trainer holds the run dir: wait instead of exiting
     num_workers: int = 0
-    use_cpu: bool = False
+    use_cpu: bool = False                 # older spelling of device=cpu
     progress: bool = True
 
 

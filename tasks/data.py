@@ -22,7 +22,9 @@ Local copies (``source`` = a path): for GLUE a ``save_to_disk`` DatasetDict with
 columns, or the original GLUE TSV folder (``train.tsv``, ``dev.tsv``; MNLI ``dev_matched.tsv`` and
 ``dev_mismatched.tsv``), given directly or as the parent of ``<task>/`` (e.g. ``cola/``) or of the GLUE
 download's folder name (``CoLA/``, ``SST-2/``, ``STS-B/``, ...). For SQuAD a ``save_to_disk`` DatasetDict
-or the official JSON files, directly or under ``squad/``, ``squad_v2/``, ``v1/`` or ``v2/``.
+or the official JSON files, directly or under ``squad/``, ``squad_v2/``, ``v1/`` or ``v2/``. TSV and JSON
+are parsed once and kept as Arrow in the datasets cache (``tasks.datacache``), so their tokenisation is
+cached like hub data's.
 
 ``train_limit`` (the paper's 10k SST-2 ablation) keeps the first N training examples in a seeded order: for
 the large tasks under "split" the train split is already in permutation order, so this equals the official
@@ -35,6 +37,7 @@ import csv
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ import datasets
 import torch
 
 from tasks import fixtures
+from tasks.datacache import cached
 from tasks.schema import GLUE, GLUE_HUB_ID, GLUE_LARGE, SQUAD_COLUMNS, SQUAD_HUB_ID, SQUAD_VERSIONS
 from tasks.vtab_data import load_vtab
 
@@ -196,8 +200,9 @@ def _glue_local(task: str, root: Path) -> datasets.DatasetDict:
     for candidate in (root, root / task, root / _TSV[task].folder):
         if _is_saved_dict(candidate):
             return datasets.load_from_disk(str(candidate))
-        if (candidate / "train.tsv").is_file():
-            return read_glue_tsv(task, candidate)
+        if (candidate / "train.tsv").is_file():  # parsed once, then Arrow: see tasks.datacache
+            files = [candidate / _TSV_FILES[split] for split in ("train", *GLUE[task].dev_splits)]
+            return cached(f"glue-{task}", files, partial(read_glue_tsv, task, candidate))
     raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor GLUE TSVs for {task} "
                      f"(looked in ., {task}/, {_TSV[task].folder}/)")
 
@@ -274,6 +279,10 @@ def _read_squad_json(path: Path) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=fixtures.squad_raw("v1")["train"].features)
 
 
+def _squad_json(train: Path, dev: Path) -> datasets.DatasetDict:
+    return datasets.DatasetDict({"train": _read_squad_json(train), "validation": _read_squad_json(dev)})
+
+
 def _squad_local(version: str, root: Path) -> datasets.DatasetDict:
     hub_name = SQUAD_HUB_ID[version].split("/")[-1]
     for candidate in (root, root / hub_name, root / version):
@@ -281,8 +290,8 @@ def _squad_local(version: str, root: Path) -> datasets.DatasetDict:
             return datasets.load_from_disk(str(candidate))
         train_json, dev_json = (candidate / name for name in _SQUAD_JSON[version])
         if train_json.is_file() and dev_json.is_file():
-            return datasets.DatasetDict({"train": _read_squad_json(train_json),
-                                         "validation": _read_squad_json(dev_json)})
+            files = [train_json, dev_json]
+            return cached(f"squad-{version}", files, partial(_squad_json, *files))
     raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor {_SQUAD_JSON[version]} "
                      f"(looked in ., {hub_name}/, {version}/)")
 

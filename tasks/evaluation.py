@@ -1,10 +1,12 @@
 """Per-epoch evaluation on every split, and the history and report metrics read back from it.
 
-Each epoch end evaluates every split *before* the Trainer saves, so the per-epoch history lives in the
-checkpoint's ``log_history`` and survives a restart.
+Each evaluated epoch end evaluates every split *before* the Trainer saves, so the history lives in the
+checkpoint's ``log_history`` and survives a restart. ``task.eval_every`` spaces the rounds (GLUE/SQuAD:
+every epoch, as the official code; VTAB: only after the last epoch); the last epoch is always evaluated.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,13 +40,21 @@ def same_data(a: Any, b: Any) -> bool:
 
 
 class EpochEvaluation(TrainerCallback):
-    """Evaluates every split at each epoch end; the Trainer then checkpoints, history included."""
+    """Evaluates every split at each ``every``-th epoch end and at the last; the Trainer then checkpoints,
+    history included. ``every=None``: the last epoch only."""
 
-    def __init__(self, evals: dict[str, EvalSplit]) -> None:
+    def __init__(self, evals: dict[str, EvalSplit], every: int | None = 1) -> None:
         self.evals = evals
+        self.every = every
         self.trainer: Trainer | None = None
 
+    def due(self, state: Any) -> bool:
+        last = state.global_step >= state.max_steps
+        return last or (self.every is not None and round(state.epoch or 0) % self.every == 0)
+
     def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if not self.due(state):
+            return
         for name, split in self.evals.items():
             self.trainer.compute_metrics = split.metrics
             # "eval_" prefix: W&B files these under eval/ (anything else lands in train/)
@@ -70,6 +80,22 @@ def epoch_history(log_history: list[dict], splits: Sequence[str], aliases: dict[
         for alias, target in aliases.items():
             row[alias] = row[target]
     return history
+
+
+def chosen_round(scores: Sequence[float], rule: str) -> int:
+    """The evaluation round result.json reports as "best" under ``rule`` (``task.report``, see
+    tasks.config.REPORT_RULES): the last round, or the first of the best-scoring rounds on the select split
+    (under VTAB's protocols the select split is the reported one: hence the name best_test_epoch)."""
+    if rule == "final_epoch":
+        return len(scores) - 1
+    if rule not in ("best_select_epoch", "best_test_epoch"):
+        raise ValueError(f"unknown report rule {rule!r}")
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def epoch_number(row: dict) -> int:
+    """The 1-based epoch a history row was evaluated in (a run cut by max_steps: the epoch it was in)."""
+    return max(1, math.ceil(row["epoch"] - 1e-6))
 
 
 def report_metrics(row: dict) -> dict[str, float]:

@@ -73,7 +73,7 @@ def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus:
     Prefix tuning needs no extra positions: capaboost keeps the token positions of the model
     without a prefix.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
     kind = model_cfg["kind"]
@@ -85,10 +85,33 @@ def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus:
         source = model_cfg.get("path") or model_cfg["hub_id"]
     else:
         raise ValueError(f"model.kind={kind!r} is not a text model")
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load_tokenizer(source)
     config = AutoConfig.from_pretrained(source, **kwargs)
     model = _head_class(head).from_pretrained(source, config=config)
     return model, tokenizer
+
+
+def load_tokenizer(source: str) -> Any:
+    """``AutoTokenizer`` for a hub id or a hub-shaped directory, with the runtime package it needs named.
+
+    DeBERTa-v3 ships only a SentencePiece ``spm.model``: without the ``sentencepiece`` package
+    transformers falls back to a tiktoken reader and fails with a message about tiktoken.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (ImportError, ValueError, OSError) as error:
+        if importlib.util.find_spec("sentencepiece") is None and _has_spm(source):
+            raise ImportError(f"tokenizer of {source}: its SentencePiece model needs the sentencepiece "
+                              f"package (pip install -r requirements.txt)") from error
+        raise
+
+
+def _has_spm(source: str) -> bool:
+    """A local dir with a ``*.model`` file, or a hub id (whose files we cannot list offline)."""
+    path = Path(source)
+    return any(path.glob("*.model")) if path.is_dir() else True
 
 
 def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],

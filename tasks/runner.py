@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import distributed, lifecycle
+from tasks import device, distributed, evaluation, lifecycle
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -92,7 +91,8 @@ def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
 
 # --- the run --------------------------------------------------------------------------------------------
 
-def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo) -> TrainingArguments:
+def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo,
+                  placement: device.Placement) -> TrainingArguments:
     hp, tr = spec.hparams, spec.config["trainer"]
     per_device = distributed.per_device_batch(hp["batch_size"], info.world_size, hp["grad_accum"])
     return TrainingArguments(
@@ -102,13 +102,13 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         gradient_accumulation_steps=hp["grad_accum"], learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
         warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
         lr_scheduler_type=hp["lr_scheduler"], max_grad_norm=hp["max_grad_norm"], optim="adamw_torch",
-        fp16=hp["precision"] == "fp16", bf16=hp["precision"] == "bf16",
+        fp16=placement.precision == "fp16", bf16=placement.precision == "bf16",
         eval_strategy="no", save_strategy="epoch", save_total_limit=None,  # rotated after the marker
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
-        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"], use_cpu=tr["use_cpu"],
-        dataloader_pin_memory=torch.cuda.is_available() and not tr["use_cpu"],
+        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
+        use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
 
 
@@ -124,16 +124,18 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     if result_path.is_file() and not spec.force:
         print(f"already completed: {result_path} (force=true re-runs it)")
         return reuse_result(result_path, spec.sweep)
+    placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup()
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
         if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
             return reuse_result(result_path, spec.sweep)
-        return _train(spec, callbacks, info, preemption, status, start)
+        return _train(spec, callbacks, info, preemption, status, start, placement)
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
-           preemption: lifecycle.Preemption, status: lifecycle.Status, start: float) -> dict[str, Any]:
+           preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
+           placement: device.Placement) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if spec.force and info.is_main:
@@ -157,30 +159,32 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
 
-    args = training_args(spec, run_dir, job, info)
+    args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
     wandb_run = start_wandb(spec, run_dir, checkpoint) if use_wandb else None
-    evaluation = EpochEvaluation(job.evals)
+    epochs = EpochEvaluation(job.evals, spec.config["task"]["eval_every"])
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[evaluation, *steps, complete, preemption, *callbacks])
-    evaluation.trainer = trainer
+                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
+    epochs.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
     if not history:
         raise RuntimeError("training finished without a single evaluation round")
     scores = [job.select_score(row["select"]) for row in history]
-    best_i = max(range(len(history)), key=lambda i: (scores[i], -i))  # first epoch among equals
+    rule = spec.config["task"]["report"]
+    best_i = evaluation.chosen_round(scores, rule)
     result = {
         "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
         "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
         "seed": spec.seed, "mask_seed": spec.mask_seed,
         "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
-        "best_epoch": best_i + 1, "epochs_evaluated": len(history),
-        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select"},
+        "best_epoch": evaluation.epoch_number(history[best_i]), "epochs_evaluated": len(history),
+        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
+                      "rule": rule},
         "main_metric": spec.main_metric, "params": params, "status": "completed",
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
@@ -190,7 +194,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
-        "run_dir": str(run_dir), "history": history,
+        "run_dir": str(run_dir), "history": history, **device.record(placement),
     }
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)
@@ -225,7 +229,7 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
     p = result["params"]
     return (f"done {result['task']} {result['model']} {result['peft']} d={result['d']} "
             f"density={result['density']:g} seed={result['seed']}: {main} best {best} "
-            f"(epoch {result['best_epoch']}/{result['epochs_evaluated']}) final {final}; params "
+            f"(epoch {result['best_epoch']}, {result['selection']['rule']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
 

@@ -67,6 +67,9 @@ VTAB: dict[str, VtabSchema] = {name: VtabSchema(n, group)
 VTAB_GROUPS: tuple[str, ...] = tuple(_VTAB_SPEC)
 # The image-list files of one dataset folder, by role.
 VTAB_LISTS = ("train800", "val200", "train800val200", "test")
+# Each protocol's lists as (train, select, report): "tune" searches hyper-parameters on val200, "final"
+# trains on all 1,000 examples and reports test.
+VTAB_PROTOCOLS = {"tune": ("train800", "val200", "val200"), "final": ("train800val200", "test", "test")}
 
 SQUAD_HUB_ID = {"v1": "rajpurkar/squad", "v2": "rajpurkar/squad_v2"}
 # answers: {"text": [...], "answer_start": [...]}; both empty for SQuAD 2.0's unanswerable questions

@@ -1,8 +1,9 @@
 """SQuAD v1.1 / v2.0 on the common runner: overlapping windows, span heads, official-style EM/F1.
 
-Evaluation features carry their gold start/end positions too (the same windows as training), so the
-Trainer computes a real eval loss and hands the logits to ``compute_metrics``, which maps them back to
-answer text per question (n-best 20, max answer length 30, null answer for v2).
+Evaluation features carry their gold start/end positions too (the same windows as training, labelled in
+the same tokenisation pass), so the Trainer computes a real eval loss and hands the logits to
+``compute_metrics``, which maps them back to answer text per question (n-best 20, max answer length 30,
+null answer for v2).
 """
 from __future__ import annotations
 
@@ -33,14 +34,12 @@ def prepare(spec: RunSpec) -> Job:
     model, tokenizer = models.load_text(spec.config["model"], "qa", corpus=corpus,
                                         max_length=hp["max_seq_length"])
     window = {"tokenizer": tokenizer, "max_length": hp["max_seq_length"], "stride": hp["doc_stride"]}
-    train_fn, eval_fn = partial(prepare_train_features, **window), partial(prepare_eval_features, **window)
+    train_fn = partial(prepare_train_features, **window)
+    eval_fn = partial(prepare_eval_features, **window, labels=True)
 
     def split(examples: Any) -> EvalSplit:
         features = examples.map(eval_fn, batched=True, remove_columns=examples.column_names)
-        gold = examples.map(train_fn, batched=True, remove_columns=examples.column_names)
         model_inputs = features.remove_columns(list(KEEP))
-        for label in LABELS:
-            model_inputs = model_inputs.add_column(label, gold[label])
 
         def scorer(p: Any) -> dict[str, float]:
             start, end = p.predictions

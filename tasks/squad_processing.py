@@ -34,12 +34,9 @@ def _context_span(sequence_ids: list[int | None]) -> tuple[int, int]:
     return start, end
 
 
-def prepare_train_features(examples: Mapping[str, Sequence[Any]], tokenizer: Any, max_length: int = 384,
-                           stride: int = 128) -> dict[str, list]:
-    """Batched ``Dataset.map`` function: tokenised windows with start/end token labels."""
-    enc = _tokenize(examples, tokenizer, max_length, stride)
-    sample_map = enc.pop("overflow_to_sample_mapping")
-    offsets_all = enc.pop("offset_mapping")
+def _answer_positions(examples: Mapping[str, Sequence[Any]], enc: Any, sample_map: list[int],
+                      offsets_all: list) -> tuple[list[int], list[int]]:
+    """Start/end token of each window's answer, or NULL_INDEX when the window does not hold all of it."""
     starts, ends = [], []
     for i, offsets in enumerate(offsets_all):
         answers = examples["answers"][sample_map[i]]
@@ -59,20 +56,32 @@ def prepare_train_features(examples: Mapping[str, Sequence[Any]], tokenizer: Any
                 end_pos += 1
         starts.append(start_pos)
         ends.append(end_pos)
-    enc["start_positions"] = starts
-    enc["end_positions"] = ends
+    return starts, ends
+
+
+def prepare_train_features(examples: Mapping[str, Sequence[Any]], tokenizer: Any, max_length: int = 384,
+                           stride: int = 128) -> dict[str, list]:
+    """Batched ``Dataset.map`` function: tokenised windows with start/end token labels."""
+    enc = _tokenize(examples, tokenizer, max_length, stride)
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    offsets_all = enc.pop("offset_mapping")
+    enc["start_positions"], enc["end_positions"] = _answer_positions(examples, enc, sample_map, offsets_all)
     return dict(enc)
 
 
 def prepare_eval_features(examples: Mapping[str, Sequence[Any]], tokenizer: Any, max_length: int = 384,
-                          stride: int = 128) -> dict[str, list]:
-    """Batched ``Dataset.map`` function: windows plus ``example_id`` and context-only ``offset_mapping``.
+                          stride: int = 128, labels: bool = False) -> dict[str, list]:
+    """Batched ``Dataset.map`` function: windows plus ``example_id`` and context-only ``offset_mapping``;
+    ``labels=True`` adds the training labels of the same windows (for an eval loss), in the same pass.
 
     Drop ``example_id`` and ``offset_mapping`` before the model's forward pass; keep them for
     ``postprocess_predictions``.
     """
     enc = _tokenize(examples, tokenizer, max_length, stride)
     sample_map = enc.pop("overflow_to_sample_mapping")
+    if labels:
+        enc["start_positions"], enc["end_positions"] = _answer_positions(examples, enc, sample_map,
+                                                                         enc["offset_mapping"])
     enc["example_id"] = [examples["id"][j] for j in sample_map]
     enc["offset_mapping"] = [
         [tuple(o) if seq == 1 else None for o, seq in zip(offsets, enc.sequence_ids(i), strict=True)]

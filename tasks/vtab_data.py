@@ -22,9 +22,7 @@ from pathlib import Path
 import datasets
 
 from tasks import fixtures
-from tasks.schema import VTAB
-
-VTAB_PROTOCOLS = {"tune": ("train800", "val200", "val200"), "final": ("train800val200", "test", "test")}
+from tasks.schema import VTAB, VTAB_PROTOCOLS
 
 
 def _features(name: str) -> datasets.Features:

@@ -9,7 +9,7 @@ CONF = ROOT / "conf"
 # Small enough for 2 shared CPU cores: a few steps, a few evaluation rows, no W&B, no progress bars.
 TINY = ["model=tiny", "data=fixture", "logger=none", "trainer.progress=false", "trainer.batch_size=8",
         "data.train_limit=16", "data.eval_limit=8", "trainer.epochs=1", "trainer.max_seq_length=48",
-        "trainer.doc_stride=16"]
+        "trainer.doc_stride=16", "trainer.num_workers=0"]
 
 
 def compose(overrides: list[str]) -> Any:

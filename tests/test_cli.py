@@ -55,6 +55,7 @@ def test_mission_command_writes_a_complete_result(tmp_path):
     (["peft=prefix", "model=deberta-v3-base"], "prefix"),
     (["peft=capaboost_prefix", "task=vtab/cifar"], "prefix"),
     (["model=vit-b16"], "model"), (["trainer.lrr=0.1"], "trainer.lrr"), (["seed=abc"], "seed"),
+    (["task=vtab/cifar", "data=hub"], "data.path"),
 ])
 def test_bad_input_exits_nonzero_with_one_line_before_any_model(args, key, tmp_path):
     proc = cli("task=glue/cola", "peft=capaboost_lora", "model=tiny", "data=fixture", f"runs_root={tmp_path}",
@@ -90,7 +91,9 @@ GRID = ([("glue/cola", p) for p in PEFTS] + [("squad/v1", p) for p in PEFTS]
 @pytest.mark.parametrize("task, peft", GRID)
 def test_every_task_family_and_peft_runs(task, peft, tmp_path):
     # 8 training rows in batches of 8: one step per epoch (SQuAD: a few, its contexts span windows)
-    result = run([f"task={task}", f"peft={peft}", "trainer.epochs=2", "data.train_limit=8"], tmp_path)
+    # VTAB evaluates only after the last epoch by default (tests/tasks/test_vtab.py): ask for every epoch
+    every = ["task.eval_every=1", "task.report=best_test_epoch"] if task.startswith("vtab/") else []
+    result = run([f"task={task}", f"peft={peft}", "trainer.epochs=2", "data.train_limit=8", *every], tmp_path)
     names = metric_names(task)
     assert set(result["metrics"]) >= names and set(result["best"]) >= names
     for name in names:

@@ -285,7 +285,7 @@ def test_ddp_capaboost_equals_one_process_on_the_global_batch(two_ranks):
 # counted would show. (The eval *loss* is not exact here: the Trainer repeats each rank's batch-mean
 # loss, so the padded batch's mean stands in for image 12; it is left out of the comparison.)
 CLI = ["task=vtab/patch_camelyon", "peft=capaboost_lora", "model=tiny", "data=fixture",
-       "trainer.progress=false", "trainer.epochs=1", "data.eval_limit=13"]
+       "trainer.progress=false", "trainer.epochs=1", "data.eval_limit=13", "trainer.num_workers=0"]
 TOL = 1e-5  # float32 reduction order (gloo all-reduce vs one matmul over 8); measured ~5e-7
 
 

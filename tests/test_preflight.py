@@ -116,11 +116,14 @@ def test_missing_tokenizer_package_fails_the_run(tmp_path: Path, monkeypatch: py
     assert cli.failing([row]) == [row]
 
 
-def test_vtab_without_data_source_fails(tmp_path: Path) -> None:
+def test_vtab_without_data_source_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tasks.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.path"):  # the run's own validation names it
+        spec_for(["task=vtab/cifar", "data=hub", "peft=capaboost_lora"], tmp_path)
+    assert cli.main(["vtab", "--gpu-mem", "80"]) == 2   # so the sweep stops at its first run, one line
+    assert "data.path is not set" in capsys.readouterr().err
     planner = Planner(Target("A100-80GB", 80))
-    spec = spec_for(["task=vtab/cifar", "data=hub", "peft=capaboost_lora"], tmp_path)
-    row = planner.check(["task=vtab/cifar"], spec)
-    assert row.status == "FAIL" and "data.path" in row.problems[0]
     ok = planner.check(["data=fixture"], spec_for(["task=vtab/cifar", "peft=capaboost_lora"], tmp_path))
     assert ok.status == "ok" and ok.counts["total"] > 0
 
@@ -158,6 +161,10 @@ def test_steps_and_eval_examples_by_hand(tmp_path: Path) -> None:
     assert cost.eval_examples(rte) == 277                             # select is report: scored once
     cifar = spec_for(["task=vtab/cifar", "task.protocol=final", "data.eval_limit=null"], tmp_path)
     assert cost.train_examples(cifar) == 1000 and cost.eval_examples(cifar) == 10000
+    # VTAB scores test after the last epoch only (task.eval_every=null), or every N epochs and the last
+    vtab = ["task=vtab/cifar", "trainer.epochs=100", "trainer.batch_size=64"]
+    assert cost.schedule(spec_for(vtab, tmp_path), 64, 1) == (100 * 16, 1)      # 1,000 / 64 -> 16 steps
+    assert cost.schedule(spec_for([*vtab, "task.eval_every=30"], tmp_path), 64, 1) == (1600, 4)  # 30..90, 100
 
 
 def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:

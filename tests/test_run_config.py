@@ -38,14 +38,15 @@ def test_every_model_composes_with_its_modality(tmp_path):
         spec = spec_for([f"model={model}", "task=glue/mnli", "peft=capaboost_padapter"], tmp_path, tiny=False)
         assert spec.modality == "text" and spec.method == "padapter"
     for model in ("vit-b16", "tiny", "tiny-vit"):
-        spec = spec_for([f"model={model}", "task=vtab/dtd", "peft=capaboost_lora"], tmp_path, tiny=False)
+        spec = spec_for([f"model={model}", "task=vtab/dtd", "peft=capaboost_lora", "data=fixture"], tmp_path,
+                        tiny=False)
         assert spec.modality == "image" and spec.backbone == "timm-vit"
 
 
 def test_every_task_composes(tmp_path):
     for task in options("task"):
-        model = "vit-b16" if task.startswith("vtab/") else "roberta-base"
-        spec = spec_for([f"model={model}", f"task={task}"], tmp_path, tiny=False)
+        model, data = ("vit-b16", "fixture") if task.startswith("vtab/") else ("roberta-base", "hub")
+        spec = spec_for([f"model={model}", f"task={task}", f"data={data}"], tmp_path, tiny=False)
         assert spec.task == task and spec.family == task.split("/")[0]
         assert spec.protocol == {"glue": "split", "squad": "dev", "vtab": "final"}[spec.family]
 
@@ -101,6 +102,8 @@ def test_run_dir_is_derived_from_the_config_only(tmp_path):
     a = spec_for(base, tmp_path)
     assert a.run_dir == spec_for(base, tmp_path).run_dir
     assert a.run_dir == spec_for([*base, "logger=wandb", "force=true"], tmp_path).run_dir
+    # where it trains is not what it is: a requeue on another node (or trainer.device=cuda) finds its dir
+    assert a.run_dir == spec_for([*base, "trainer.device=cuda"], tmp_path).run_dir
     assert Path(a.run_dir).relative_to(tmp_path).parts[:4] == ("glue", "cola", "tiny", "capaboost_lora")
     other_seed = spec_for([*base, "seed=43"], tmp_path)
     assert other_seed.run_dir != a.run_dir and other_seed.group == a.group
@@ -124,10 +127,29 @@ def test_result_config_records_the_data_source(tmp_path):
     (["trainer.precision=fp8"], "trainer.precision"), (["trainer.batch_size=6", "trainer.grad_accum=4"],
                                                        "grad_accum"),
     (["mask=nm", "density=0.3"], "density"), (["logger.mode=later"], "logger.mode"),
+    (["task=vtab/cifar", "data=hub"], "data.path"),
+    (["trainer.device=gpu"], "trainer.device"), (["trainer.use_cpu=true", "trainer.device=cuda"], "use_cpu"),
 ])
 def test_bad_values_raise_naming_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key):
         spec_for(overrides, tmp_path)
+
+
+def test_vtab_data_path_must_hold_the_protocols_lists(tmp_path):
+    """The NOAH/VPT VTAB-1k layout: <root>/<name>/{train800,val200,train800val200,test}.txt."""
+    folder = tmp_path / "vtab-1k" / "dtd"
+    folder.mkdir(parents=True)
+    (folder / "train800val200.txt").write_text("images/0.jpg 0\n")
+    vtab = ["task=vtab/dtd", "model=tiny", f"data.path={tmp_path / 'vtab-1k'}"]
+    with pytest.raises(ConfigError, match=r"data.path=.*test.txt"):  # final needs test.txt too
+        spec_for(vtab, tmp_path)
+    (folder / "test.txt").write_text("images/1.jpg 0\n")
+    assert spec_for(vtab, tmp_path).config["data"]["source"] == "path"
+    assert spec_for([*vtab[:2], f"data.path={folder}"], tmp_path).task == "vtab/dtd"  # the folder itself
+    with pytest.raises(ConfigError, match="train800.txt val200.txt"):
+        spec_for([*vtab, "task.protocol=tune"], tmp_path)
+    hub = spec_for(["task=vtab/dtd", "model=tiny", "data=hub", "data.hub_id='org/vtab-{name}'"], tmp_path)
+    assert hub.config["data"]["hub_id"] == "org/vtab-{name}"
 
 
 @pytest.mark.parametrize("override, key", [("foo=1", "foo"), ("trainer.lrr=1", "lrr"), ("d=abc", "d"),

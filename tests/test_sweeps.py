@@ -35,13 +35,19 @@ def test_every_paper_sweep_exists() -> None:
 
 
 @pytest.fixture(scope="module")
-def specs() -> dict:
-    return {}
+def specs(tmp_path_factory) -> dict:
+    # VTAB-1k has no hub dataset: the sweep needs data.path, a tree of pre-split list files
+    root = tmp_path_factory.mktemp("vtab-1k")
+    for name in VTAB:
+        (root / name).mkdir()
+        for split in ("train800val200", "test"):
+            (root / name / f"{split}.txt").write_text("images/0.png 0\n")
+    return {"extra": {"vtab": [f"data.path={root}"]}}
 
 
 def _specs(name: str, cache: dict) -> list:
     if name not in cache:
-        cache[name] = compose_runs(name)
+        cache[name] = compose_runs(name, cache["extra"].get(name))
     return [spec for _, spec in cache[name]]
 
 

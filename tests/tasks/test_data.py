@@ -1,5 +1,7 @@
 """Split protocols (sizes, disjointness, the official permutation), and loading from local copies."""
 import json
+from functools import partial
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -7,8 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks import data, fixtures
+from tasks import data, datacache, fixtures, glue, models
 from tasks.data import load_glue, load_squad, load_vtab
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path_factory, monkeypatch):
+    """Local files are cached as Arrow under HF_DATASETS_CACHE (tasks.datacache): a fresh one per test."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf_datasets")))
 
 
 def col(ds, name):
@@ -206,6 +214,67 @@ def test_local_directory_without_data_is_rejected(tmp_path):
         load_glue("rte", tmp_path)
 
 
+def _rte_tsv(folder, examples):
+    labels = ("entailment", "not_entailment")
+    return ["index\tsentence1\tsentence2\tlabel"] + [
+        f"{i}\t{ex['sentence1']}\t{ex['sentence2']}\t{labels[ex['label']]}" for i, ex in enumerate(examples)]
+
+
+def test_local_tsv_is_parsed_once_and_its_tokenisation_cached(tmp_path, monkeypatch):
+    """As for hub data: a second run neither re-parses the files nor re-tokenises (datasets' map cache)."""
+    raw = fixtures.glue_raw("rte")
+    for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
+        _write(tmp_path / "RTE" / name, _rte_tsv(tmp_path, raw[split]))
+    parsed = []
+    read = data._read_tsv
+    monkeypatch.setattr(data, "_read_tsv", lambda task, path: parsed.append(path.name) or read(task, path))
+    first = load_glue("rte", tmp_path)
+    assert sorted(parsed) == ["dev.tsv", "train.tsv"]
+    second = load_glue("rte", tmp_path)
+    assert len(parsed) == 2  # the second load parsed nothing
+    fixture = load_glue("rte", "fixture")
+    for split in fixture:
+        assert second[split].to_dict() == first[split].to_dict() == fixture[split].to_dict()
+    files = [Path(f["filename"]) for f in second["train"].cache_files]
+    assert files and all(f.is_relative_to(datacache.cache_root()) for f in files)
+
+    def tokenised(ds):  # what tasks/glue.py does, with a tokenizer rebuilt as a new run would
+        tok = models.build_word_tokenizer(col(ds, "sentence1"))
+        encode = partial(glue._encode, tokenizer=tok, keys=["sentence1", "sentence2"], max_length=32)
+        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+    a = tokenised(first["train"])
+    (cache_file,) = [Path(f["filename"]) for f in a.cache_files]
+    written = cache_file.stat().st_mtime_ns
+    b = tokenised(second["train"])
+    assert [Path(f["filename"]) for f in b.cache_files] == [cache_file]
+    assert cache_file.stat().st_mtime_ns == written and b.to_dict() == a.to_dict()  # read, not recomputed
+
+    _write(tmp_path / "RTE" / "dev.tsv", _rte_tsv(tmp_path, list(raw["validation"])[:-1]))  # an edited file
+    assert len(load_glue("rte", tmp_path, "dev")["report"]) == len(raw["validation"]) - 1 and len(parsed) == 4
+
+
+def test_local_squad_json_is_parsed_once(tmp_path, monkeypatch):
+    raw = fixtures.squad_raw("v1")
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        (tmp_path / name).write_text(json.dumps({"version": "1.1", "data": _squad_articles(raw["train"])}))
+    parsed = []
+    read = data._read_squad_json
+    monkeypatch.setattr(data, "_read_squad_json", lambda path: parsed.append(path.name) or read(path))
+    first, second = load_squad("v1", tmp_path), load_squad("v1", tmp_path)
+    assert len(parsed) == 2
+    assert second["train"].to_dict() == first["train"].to_dict() == raw["train"].to_dict()
+
+
+def _squad_articles(examples):
+    """The official JSON release's nesting (data -> paragraphs -> qas), including is_impossible."""
+    return [{"title": ex["title"], "paragraphs": [{"context": ex["context"], "qas": [{
+        "id": ex["id"], "question": ex["question"], "is_impossible": not ex["answers"]["text"],
+        "answers": [{"text": t, "answer_start": s} for t, s in
+                    zip(ex["answers"]["text"], ex["answers"]["answer_start"], strict=True)]}]}]}
+        for ex in examples]
+
+
 # --- SQuAD ----------------------------------------------------------------------------------------
 
 def test_squad_protocol_and_local_copies(tmp_path):
@@ -222,11 +291,7 @@ def test_squad_protocol_and_local_copies(tmp_path):
 
     # the official JSON release (data -> paragraphs -> qas), including is_impossible
     raw = fixtures.squad_raw("v2")
-    articles = [{"title": ex["title"], "paragraphs": [{"context": ex["context"], "qas": [{
-        "id": ex["id"], "question": ex["question"], "is_impossible": not ex["answers"]["text"],
-        "answers": [{"text": t, "answer_start": s} for t, s in
-                    zip(ex["answers"]["text"], ex["answers"]["answer_start"], strict=True)]}]}]}
-        for ex in raw["validation"]]
+    articles = _squad_articles(raw["validation"])
     folder = tmp_path / "json"
     folder.mkdir()
     for name in ("train-v2.0.json", "dev-v2.0.json"):

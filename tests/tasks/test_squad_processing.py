@@ -147,3 +147,20 @@ def test_bad_arguments(tokenizer):
     with pytest.raises(ValueError, match="logits"):
         postprocess_predictions(squad_raw("v1")["validation"].select(range(2)), feats,
                                 np.zeros((1, 32)), np.zeros((1, 32)))
+
+
+@pytest.mark.parametrize("lengths", [SMALL, {"max_length": 384, "stride": 128}])
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_eval_features_with_labels_in_one_pass_equal_the_two_passes(any_tokenizer, version, lengths):
+    """tasks/squad.py used to tokenise each evaluation split twice (eval features, then training labels)."""
+    batch = _batch(squad_raw(version)["validation"])
+    one = prepare_eval_features(batch, any_tokenizer, **lengths, labels=True)
+    features = prepare_eval_features(batch, any_tokenizer, **lengths)
+    gold = prepare_train_features(batch, any_tokenizer, **lengths)
+    assert set(one) == set(features) | {"start_positions", "end_positions"}
+    for key in features:
+        assert one[key] == features[key], key
+    assert (one["start_positions"], one["end_positions"]) == (gold["start_positions"], gold["end_positions"])
+    assert one["input_ids"] == gold["input_ids"]
+    if lengths == SMALL:  # the comparison covers questions whose context spans several windows
+        assert len(set(one["example_id"])) < len(one["example_id"])
