@@ -33,15 +33,17 @@ class Built:
 
 
 @contextlib.contextmanager
-def _real_masks(kept: list[tuple[int, int]]) -> Iterator[None]:
-    """Masks drawn for real (capaboost's own make_masks), recorded as (kept in the union, numel)."""
+def _real_masks(drawn: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Masks drawn for real (capaboost's own make_masks) while the weights stay on the meta device:
+    capaboost gets a meta twin (so it places it like any mask), ``drawn`` maps the twin to the real one."""
     original = capaboost.masks.make_masks
 
     def draw(shape: Any, d: int, *args: Any, **kwargs: Any) -> torch.Tensor:
         with torch.device("cpu"):
             real = original(shape, d, *args, **kwargs)
-        kept.append((int(real.any(0).sum()), real[0].numel()))
-        return real.to("meta")
+        twin = real.to("meta")
+        drawn[id(twin)] = (twin, real)  # the twin kept alive: its id stays unique
+        return twin
 
     users = (capaboost.model, capaboost.prefix)
     for module in users:
@@ -51,6 +53,15 @@ def _real_masks(kept: list[tuple[int, int]]) -> Iterator[None]:
     finally:
         for module in users:
             module.make_masks = original
+
+
+def _put_real_masks(model: nn.Module, drawn: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Swap each meta mask buffer for its real twin, so ``capaboost.count_parameters`` counts the exact
+    mask unions (the weights stay meta: no weight memory)."""
+    for module in model.modules():
+        for name, buf in module._buffers.items():
+            if buf is not None and id(buf) in drawn and drawn[id(buf)][0] is buf:
+                module._buffers[name] = drawn[id(buf)][1]
 
 
 def num_outputs(spec: Any) -> int:
@@ -130,8 +141,8 @@ def build(spec: Any) -> Built:
     from tasks.runner import attach_peft
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
-    kept: list[tuple[int, int]] = []
-    with torch.device("meta"), _real_masks(kept):
+    drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    with torch.device("meta"), _real_masks(drawn):
         if spec.modality == "image":
             model = _image_model(model_cfg, labels)
         else:
@@ -139,7 +150,8 @@ def build(spec: Any) -> Built:
             head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
-    numbers = counts(model, peft_root, kept)
+    _put_real_masks(model, drawn)
+    numbers = capaboost.count_parameters(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
     return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)
@@ -151,7 +163,8 @@ def to_fake(model: nn.Module, mode: FakeTensorMode) -> None:
 
     def fake(t: torch.Tensor) -> torch.Tensor:
         if id(t) not in memo:
-            f = mode.fake_tensor_converter.from_meta_and_device(mode, t, cpu)
+            f = mode.fake_tensor_converter.from_meta_and_device(mode, t, cpu) if t.is_meta \
+                else mode.from_tensor(t)  # the real masks
             memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
         return memo[id(t)]
 
@@ -160,21 +173,3 @@ def to_fake(model: nn.Module, mode: FakeTensorMode) -> None:
             for name, t in table.items():
                 if t is not None:
                     table[name] = fake(t)
-
-
-def counts(model: nn.Module, peft_root: nn.Module, kept: list[tuple[int, int]]) -> dict[str, int]:
-    """capaboost.count_parameters' numbers from shapes and the recorded mask unions, plus ``peft``:
-    the effective count without the task head (the PEFT method's own parameters)."""
-    masked = [p for m in capaboost.peft_modules(model).values() for p, _ in m.masked_parameters()]
-    if len(masked) != len(kept):
-        raise RuntimeError(f"recorded {len(kept)} masks for {len(masked)} masked parameters: "
-                           f"capaboost draws masks somewhere preflight does not see")
-    if [p.numel() for p in masked] != [n for _, n in kept]:
-        raise RuntimeError("recorded masks do not match the masked parameters' shapes")
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    n_trainable = sum(p.numel() for p in trainable.values())
-    effective = n_trainable - sum(p.numel() for p in masked) + sum(k for k, _ in kept)
-    heads = set(peft_root.capaboost_config.modules_to_save or ())
-    head = sum(p.numel() for n, p in trainable.items() if heads & set(n.split(".")))
-    return {"peft": effective - head, "effective": effective, "trainable": n_trainable,
-            "total": sum(p.numel() for p in model.parameters())}

@@ -39,8 +39,7 @@ def estimate(shp: R.Shape) -> int:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import RobertaForSequenceClassification
 
-    kept: list[tuple[int, int]] = []
-    with torch.device("meta"), _real_masks(kept):
+    with torch.device("meta"), _real_masks({}):
         model = capaboost.apply(RobertaForSequenceClassification(shp.config()), capaboost.CapaBoostConfig(
             method=ROW.method, d=ROW.d, density=ROW.density, r=ROW.r, alpha=16))
     mode = FakeTensorMode(allow_non_fake_inputs=True)
