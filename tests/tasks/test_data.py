@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from tasks import data, datacache, fixtures, glue, models
+from tasks import original_formats as formats
 from tasks.data import load_glue, load_squad, load_vtab
 
 
@@ -226,8 +227,8 @@ def test_local_tsv_is_parsed_once_and_its_tokenisation_cached(tmp_path, monkeypa
     for split, name in (("train", "train.tsv"), ("validation", "dev.tsv")):
         _write(tmp_path / "RTE" / name, _rte_tsv(tmp_path, raw[split]))
     parsed = []
-    read = data._read_tsv
-    monkeypatch.setattr(data, "_read_tsv", lambda task, path: parsed.append(path.name) or read(task, path))
+    read = formats._read_tsv
+    monkeypatch.setattr(formats, "_read_tsv", lambda task, path: parsed.append(path.name) or read(task, path))
     first = load_glue("rte", tmp_path)
     assert sorted(parsed) == ["dev.tsv", "train.tsv"]
     second = load_glue("rte", tmp_path)
@@ -259,8 +260,8 @@ def test_local_squad_json_is_parsed_once(tmp_path, monkeypatch):
     for name in ("train-v1.1.json", "dev-v1.1.json"):
         (tmp_path / name).write_text(json.dumps({"version": "1.1", "data": _squad_articles(raw["train"])}))
     parsed = []
-    read = data._read_squad_json
-    monkeypatch.setattr(data, "_read_squad_json", lambda path: parsed.append(path.name) or read(path))
+    read = formats._read_squad_json
+    monkeypatch.setattr(formats, "_read_squad_json", lambda path: parsed.append(path.name) or read(path))
     first, second = load_squad("v1", tmp_path), load_squad("v1", tmp_path)
     assert len(parsed) == 2
     assert second["train"].to_dict() == first["train"].to_dict() == raw["train"].to_dict()
