@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo tables bench sweep-list preflight contract clean-runs
+.PHONY: install test lint demo tables bench sweep-list preflight clean-runs
 
 install: .venv/.installed
 .venv/.installed: requirements.txt
@@ -39,5 +39,3 @@ preflight: install
 	@test -n "$(GPU_MEM)" || { echo "make preflight needs GPU_MEM=<GiB>, e.g. GPU_MEM=24" >&2; exit 2; }
 	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(ARGS)
 
-contract: install
-	bash ../shared/contract/run
