@@ -23,3 +23,4 @@ class Deterministic(Callback):
 
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(True)
+        print(f"pinned: {self.threads} thread(s), deterministic algorithms", flush=True)

@@ -65,16 +65,21 @@ def run_sweep(name: str, extra: list[str], out: Path, workers: int) -> int:
                                            env={**os.environ, **ENV}), path, cmd))
     log(f"sweep {name}: {total} runs, {len(procs)} process(es) of one thread; logs in {out / 'logs'}")
     seen = 0
-    while True:
-        running = any(p.poll() is None for p, _, _ in procs)
-        lines = [ln for _, path, _ in procs for ln in path.read_text(errors="replace").splitlines()
-                 if ln.startswith(("done ", "already completed"))]
-        for line in lines[seen:]:
-            seen += 1
-            log(f"[{seen:>3}/{total}] {line}")
-        if not running:
-            break
-        time.sleep(5)
+    try:
+        while True:
+            running = any(p.poll() is None for p, _, _ in procs)
+            lines = [ln for _, path, _ in procs for ln in path.read_text(errors="replace").splitlines()
+                     if ln.startswith(("done ", "already completed"))]
+            for line in lines[seen:]:
+                seen += 1
+                log(f"[{seen:>3}/{total}] {line}")
+            if not running:
+                break
+            time.sleep(5)
+    finally:  # Ctrl-C: stop the sweep processes too (finished runs stay; a re-run resumes)
+        for p, _, _ in procs:
+            if p.poll() is None:
+                p.terminate()
     failed = [(p, path, cmd) for p, path, cmd in procs if p.returncode]
     for p, path, cmd in failed:
         tail = path.read_text(errors="replace").splitlines()[-15:]
