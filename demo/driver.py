@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -76,7 +77,7 @@ def run_sweep(name: str, extra: list[str], out: Path, workers: int) -> int:
             if not running:
                 break
             time.sleep(5)
-    finally:  # Ctrl-C: stop the sweep processes too (finished runs stay; a re-run resumes)
+    finally:  # Ctrl-C or kill: stop the sweep processes too (finished runs stay; a re-run resumes)
         for p, _, _ in procs:
             if p.poll() is None:
                 p.terminate()
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         ap.error("--workers must be >= 1")
     t0, out = time.time(), args.out.resolve()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: stop the sweep processes too
     check_install()
     name = "demo_tune" if args.tune else "demo"
     runs = out / ("tune/runs" if args.tune else "runs")
