@@ -65,15 +65,16 @@ def run_sweep(name: str, extra: list[str], out: Path, workers: int) -> int:
             procs.append((subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
                                            env={**os.environ, **ENV}), path, cmd))
     log(f"sweep {name}: {total} runs, {len(procs)} process(es) of one thread; logs in {out / 'logs'}")
-    seen = 0
+    seen: set[str] = set()  # each line names its run dir: printed once, whatever happens to the logs
     try:
         while True:
             running = any(p.poll() is None for p, _, _ in procs)
-            lines = [ln for _, path, _ in procs for ln in path.read_text(errors="replace").splitlines()
-                     if ln.startswith(("done ", "already completed"))]
-            for line in lines[seen:]:
-                seen += 1
-                log(f"[{seen:>3}/{total}] {line}")
+            for _, path, _ in procs:
+                text = path.read_text(errors="replace") if path.is_file() else ""
+                for line in text.splitlines():
+                    if line.startswith(("done ", "already completed")) and line not in seen:
+                        seen.add(line)
+                        log(f"[{len(seen):>3}/{total}] {line}")
             if not running:
                 break
             time.sleep(5)
