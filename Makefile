@@ -21,8 +21,8 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-demo: install
-	$(PY) scripts/demo.py
+demo: install  # DEMO_ARGS=--tune reruns the lr tuning (sweeps/demo_tune.yaml); --fast: a first look
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 tables: install
 	$(PY) scripts/make_tables.py --runs $(RUNS)

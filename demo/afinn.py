@@ -1,13 +1,11 @@
-"""AFINN-165 (shipped by the ``afinn`` pip package) as GLUE-format datasets, so the demo needs no hub.
+"""AFINN-165 (from the ``afinn`` pip package) as a GLUE-format regression task: the demo needs no hub.
 
-Two tasks over the same word split, saved with ``DatasetDict.save_to_disk`` in the hub's own
-schema (``nyu-mll/glue``) so the runner reads them through its ordinary ``data.path`` route:
-
-* ``sst2``: sentence = the word or phrase, label = 1 if valence > 0 else 0 (the 2 words of
-  valence 0 have no sign and are left out), idx.
-* ``stsb``: sentence1 = the word, sentence2 = the fixed anchor ``STSB_ANCHOR``, label =
-  (valence + 5) / 2, i.e. -5..+5 mapped linearly onto STS-B's 0..5 "similarity to a very
-  positive word" scale, idx.
+The task is the lexicon's valence itself, in STS-B's schema (``nyu-mll/glue``, saved with
+``DatasetDict.save_to_disk``) so the runner reads it through its ordinary ``data.path`` route:
+sentence1 = the word or phrase, sentence2 = "" (the runner's GLUE loader reads sentence pairs; an
+empty second sentence makes it a single-sentence regression), label = (valence + 5) / 2, i.e. -5..+5
+mapped linearly onto STS-B's 0..5, idx. Regression of the value, not its sign: the sign (an SST-2
+task) sits at a 93-94% ceiling for every arm and tells the arms apart no better than chance.
 
 The split is by word, stratified by valence and seeded, so no word is in two splits and both
 splits see every valence level. The data are derived state: regenerated when missing or stale.
@@ -28,9 +26,9 @@ import numpy as np
 from capaboost.atomic import write_text
 
 LEXICON = "AFINN-en-165.txt"
-STSB_ANCHOR = "a very positive word"
-FORMAT_VERSION = 1  # bump when the conversion changes: stale copies are then rebuilt
-TASKS = ("sst2", "stsb")
+SENTENCE2 = ""   # no second sentence: see the module docstring
+TASK = "stsb"    # the runner finds <data.path>/stsb and applies STS-B's split protocol and metrics
+FORMAT_VERSION = 2  # bump when the conversion changes: stale copies are then rebuilt
 
 
 def lexicon_path() -> Path:
@@ -72,13 +70,8 @@ def read_lexicon(path: Path | str) -> list[tuple[str, int]]:
     return entries
 
 
-def stsb_label(valence: int) -> float:
+def label(valence: int) -> float:
     return (valence + 5) / 2.0
-
-
-def sst2_label(valence: int) -> int | None:
-    """1 positive, 0 negative, None for valence 0 (no sign: not an SST-2 example)."""
-    return None if valence == 0 else int(valence > 0)
 
 
 def split_words(entries: list[tuple[str, int]], val_fraction: float = 0.2,
@@ -103,34 +96,26 @@ def split_words(entries: list[tuple[str, int]], val_fraction: float = 0.2,
     return {"train": train, "validation": val}
 
 
-def to_glue(splits: dict[str, list[tuple[str, int]]]) -> dict[str, Any]:
-    """The two ``datasets.DatasetDict`` objects, in nyu-mll/glue's features."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+def to_glue(splits: dict[str, list[tuple[str, int]]]) -> Any:
+    """A ``datasets.DatasetDict`` in nyu-mll/glue's STS-B features."""
+    from datasets import Dataset, DatasetDict, Features, Value
 
-    sst2_features = Features({"sentence": Value("string"),
-                              "label": ClassLabel(names=["negative", "positive"]), "idx": Value("int32")})
-    stsb_features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
-                              "label": Value("float32"), "idx": Value("int32")})
-    sst2, stsb = {}, {}
-    for name, rows in splits.items():
-        signed = [(w, sst2_label(v)) for w, v in rows if sst2_label(v) is not None]
-        sst2[name] = Dataset.from_dict({"sentence": [w for w, _ in signed], "label": [y for _, y in signed],
-                                        "idx": list(range(len(signed)))}, features=sst2_features)
-        stsb[name] = Dataset.from_dict({"sentence1": [w for w, _ in rows],
-                                        "sentence2": [STSB_ANCHOR] * len(rows),
-                                        "label": [stsb_label(v) for _, v in rows],
-                                        "idx": list(range(len(rows)))}, features=stsb_features)
-    return {"sst2": DatasetDict(sst2), "stsb": DatasetDict(stsb)}
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                         "label": Value("float32"), "idx": Value("int32")})
+    return DatasetDict({name: Dataset.from_dict({"sentence1": [w for w, _ in rows],
+                                                 "sentence2": [SENTENCE2] * len(rows),
+                                                 "label": [label(v) for _, v in rows],
+                                                 "idx": list(range(len(rows)))}, features=features)
+                        for name, rows in splits.items()})
 
 
 def stats(splits: dict[str, list[tuple[str, int]]]) -> dict[str, Any]:
-    """Counts and label balance: printed by the demo so a skewed split is seen, not guessed."""
+    """Counts and label spread: printed by the demo so a skewed split is seen, not guessed."""
     out: dict[str, Any] = {}
     for name, rows in splits.items():
-        signed = [sst2_label(v) for _, v in rows if v != 0]
-        out[name] = {"words": len(rows), "sst2_examples": len(signed),
-                     "sst2_positive_fraction": round(sum(signed) / max(1, len(signed)), 4),
-                     "stsb_label_mean": round(float(np.mean([stsb_label(v) for _, v in rows])), 4),
+        labels = np.array([label(v) for _, v in rows])
+        out[name] = {"words": len(rows), "label_mean": round(float(labels.mean()), 4),
+                     "label_std": round(float(labels.std()), 4),
                      "valence_counts": dict(sorted(Counter(v for _, v in rows).items()))}
     return out
 
@@ -138,49 +123,40 @@ def stats(splits: dict[str, list[tuple[str, int]]]) -> dict[str, Any]:
 def _stamp(source: Path, seed: int, val_fraction: float) -> dict[str, Any]:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     return {"source": source.name, "sha256": digest, "seed": seed, "val_fraction": val_fraction,
-            "format_version": FORMAT_VERSION, "stsb_anchor": STSB_ANCHOR}
+            "format_version": FORMAT_VERSION}
 
 
 def ensure(root: Path | str, seed: int = 0, val_fraction: float = 0.2,
-           source: Path | str | None = None) -> dict[str, Path]:
-    """``{task: root/task}``: the converted datasets, (re)built if missing or stale.
-
-    ``root`` is what the runner takes as ``data.path`` for both tasks (it looks in ``<path>/<task>``),
-    so the two tasks of one method share a config and land in one table row.
-    """
+           source: Path | str | None = None) -> Path:
+    """``root/stsb``: the converted dataset, (re)built if missing or stale; ``root`` is ``data.path``."""
     root = Path(root)
     source = Path(source) if source is not None else lexicon_path()
     stamp = _stamp(source, seed, val_fraction)
-    dirs = {task: root / task for task in TASKS}  # the runner finds <data.path>/<task> by itself
-    info_file = root / "afinn.json"
-    if info_file.is_file() and all((d / "dataset_dict.json").is_file() for d in dirs.values()):
+    target, info_file = root / TASK, root / "afinn.json"
+    if info_file.is_file() and (target / "dataset_dict.json").is_file():
         try:
             if json.loads(info_file.read_text()).get("stamp") == stamp:
-                return dirs
+                return target
         except json.JSONDecodeError:
             pass  # a corrupt stamp means: rebuild
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar
 
     splits = split_words(read_lexicon(source), val_fraction, seed)
     root.mkdir(parents=True, exist_ok=True)
-    disable_progress_bar()  # two tiny writes: a progress bar would only clutter the demo's log
+    disable_progress_bar()  # one tiny write: a progress bar would only clutter the demo's log
     try:
-        for task, dataset in to_glue(splits).items():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{task}-", dir=root))
-            dataset.save_to_disk(str(tmp / "data"))
-            if dirs[task].exists():
-                shutil.rmtree(dirs[task])
-            os.replace(tmp / "data", dirs[task])
-            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{TASK}-", dir=root))
+        to_glue(splits).save_to_disk(str(tmp / "data"))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "data", target)
+        shutil.rmtree(tmp, ignore_errors=True)
     finally:
         enable_progress_bar()
-    _write_json(info_file, {"stamp": stamp, "stats": stats(splits)})
-    return dirs
+    info = {"stamp": stamp, "stats": stats(splits)}
+    write_text(info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return target
 
 
 def load_info(root: Path | str) -> dict[str, Any]:
     return json.loads((Path(root) / "afinn.json").read_text())
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

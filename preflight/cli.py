@@ -24,7 +24,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def check_sweep(name: str, overrides: list[str], target: Target, echo: Any = None) -> list[RunCheck]:
     """Every run of ``name`` (as ``make sweep-list`` enumerates and composes them), checked."""
-    from reporting.sweeps import compose_runs
+    from tasks.sweeps import compose_runs
 
     planner = Planner(target)
     rows = []

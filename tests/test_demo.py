@@ -1,11 +1,14 @@
-"""The offline demo: AFINN conversion on the real lexicon, the capacity check, and a fast end-to-end run.
+"""The offline demo: AFINN conversion on the real lexicon, the capacity check, the lr chooser, the paired
+verdict, and a fast end-to-end run twice (same command, same numbers).
 
 Oracles: the raw AFINN file parsed here (not by demo.afinn), the runner's own GLUE loader, numpy's
-matrix rank of an explicitly summed masked product, and the Eckart-Young bound from numpy's SVD.
+matrix rank of an explicitly summed masked product, the Eckart-Young bound from numpy's SVD, and
+scipy's paired t-test (``ttest_rel(...).confidence_interval``) for the demo's intervals.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import capaboost
 from capaboost.analysis import delta_rank
-from demo import afinn, capacity
+from demo import afinn, capacity, pairs, tune
+from reporting.collect import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +37,7 @@ def _raw_lexicon() -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return afinn.ensure(tmp_path_factory.mktemp("afinn"))
 
 
@@ -44,76 +49,58 @@ def _load(path: Path):
 
 # --- AFINN conversion -------------------------------------------------------------------------------
 
-def test_real_lexicon_counts_and_splits(converted: dict[str, Path]) -> None:
+def test_real_lexicon_counts_and_splits(converted: Path) -> None:
     raw = _raw_lexicon()
     assert 3300 <= len(raw) <= 3500, len(raw)  # AFINN-165: ~3.4k entries
-    stsb, sst2 = _load(converted["stsb"]), _load(converted["sst2"])
-    assert set(stsb) == set(sst2) == {"train", "validation"}
-    # every entry exactly once in STS-B; SST-2 drops the unsigned (valence 0) entries only
-    stsb_words = {s: list(stsb[s]["sentence1"]) for s in stsb}
-    assert sorted(stsb_words["train"] + stsb_words["validation"]) == sorted(raw)
-    unsigned = {w for w, v in raw.items() if v == 0}
-    sst2_words = {s: list(sst2[s]["sentence"]) for s in sst2}
-    assert sorted(sst2_words["train"] + sst2_words["validation"]) == sorted(set(raw) - unsigned)
-    for words in (stsb_words, sst2_words):
-        assert not set(words["train"]) & set(words["validation"]), "a word is in two splits"
-    assert 0.15 < len(stsb_words["validation"]) / len(raw) < 0.25
-    assert all(set(stsb[s]["sentence2"]) == {afinn.STSB_ANCHOR} for s in stsb)
-
-
-def test_label_balance_is_reported_and_stratified(converted: dict[str, Path]) -> None:
-    sst2 = _load(converted["sst2"])
-    info = afinn.load_info(converted["sst2"].parent)["stats"]
-    for split in ("train", "validation"):
-        labels = np.array(sst2[split]["label"])
-        print(f"SST-2 AFINN {split}: {len(labels)} examples, {labels.mean():.3f} positive")
-        assert info[split]["sst2_examples"] == len(labels)
-        assert info[split]["sst2_positive_fraction"] == pytest.approx(labels.mean(), abs=1e-4)
-    fractions = [np.mean(sst2[s]["label"]) for s in ("train", "validation")]
-    assert abs(fractions[0] - fractions[1]) < 0.02  # stratified by valence
-    assert 0.25 < fractions[0] < 0.45  # AFINN is mostly negative: the demo reports it, not hides it
+    data = _load(converted)
+    assert set(data) == {"train", "validation"}
+    words = {s: list(data[s]["sentence1"]) for s in data}
+    assert sorted(words["train"] + words["validation"]) == sorted(raw)  # every entry exactly once
+    assert not set(words["train"]) & set(words["validation"]), "a word is in two splits"
+    assert 0.15 < len(words["validation"]) / len(raw) < 0.25
+    assert all(set(data[s]["sentence2"]) == {""} for s in data)  # a single-sentence regression
+    # stratified by valence: both splits see the same label distribution
+    means = [np.mean(data[s]["label"]) for s in ("train", "validation")]
+    assert abs(means[0] - means[1]) < 0.05
+    info = afinn.load_info(converted.parent)["stats"]
+    assert info["validation"]["words"] == len(words["validation"])
+    assert info["train"]["label_std"] == pytest.approx(np.std(data["train"]["label"]), abs=1e-4)
 
 
 @pytest.mark.parametrize("word,valence", [("abandon", -2), ("bastard", -5), ("good", 3),
                                           ("outstanding", 5), ("does not work", -3), ("naïve", -2)])
-def test_valence_mapping_on_known_words(converted: dict[str, Path], word: str, valence: int) -> None:
+def test_valence_mapping_on_known_words(converted: Path, word: str, valence: int) -> None:
     assert _raw_lexicon()[word] == valence  # the raw file agrees with what we expect of it
-    stsb, sst2 = _load(converted["stsb"]), _load(converted["sst2"])
-    stsb_rows = [(s, i) for s in stsb for i, w in enumerate(stsb[s]["sentence1"]) if w == word]
-    sst2_rows = [(s, i) for s in sst2 for i, w in enumerate(sst2[s]["sentence"]) if w == word]
-    assert len(stsb_rows) == len(sst2_rows) == 1
-    (s, i), (t, j) = stsb_rows[0], sst2_rows[0]
-    assert s == t  # same split in both tasks
-    assert stsb[s][i]["label"] == pytest.approx((valence + 5) / 2)
-    assert 0.0 <= stsb[s][i]["label"] <= 5.0
-    assert sst2[t][j]["label"] == int(valence > 0)
+    data = _load(converted)
+    rows = [(s, i) for s in data for i, w in enumerate(data[s]["sentence1"]) if w == word]
+    assert len(rows) == 1
+    s, i = rows[0]
+    assert data[s][i]["label"] == pytest.approx((valence + 5) / 2)
+    assert 0.0 <= data[s][i]["label"] <= 5.0
 
 
-def test_hub_schema_and_runner_loader(converted: dict[str, Path]) -> None:
+def test_hub_schema_and_runner_loader(converted: Path) -> None:
     from tasks.data import load_glue
 
-    sst2, stsb = _load(converted["sst2"]), _load(converted["stsb"])
-    assert sst2["train"].features["label"].names == ["negative", "positive"]
-    assert list(sst2["train"].features) == ["sentence", "label", "idx"]
-    assert list(stsb["train"].features) == ["sentence1", "sentence2", "label", "idx"]
-    assert stsb["train"].features["label"].dtype == "float32"
-    assert list(sst2["validation"]["idx"]) == list(range(len(sst2["validation"])))
-    # the runner finds <data.path>/<task> by itself and applies its split protocol
-    glue = load_glue("stsb", source=converted["stsb"].parent, protocol="split")
-    assert len(glue["select"]) + len(glue["report"]) == len(stsb["validation"])
+    data = _load(converted)
+    assert list(data["train"].features) == ["sentence1", "sentence2", "label", "idx"]
+    assert data["train"].features["label"].dtype == "float32"
+    assert list(data["validation"]["idx"]) == list(range(len(data["validation"])))
+    # the runner finds <data.path>/stsb by itself and applies its split protocol
+    glue = load_glue("stsb", source=converted.parent, protocol="split")
+    assert len(glue["select"]) + len(glue["report"]) == len(data["validation"])
+    assert not set(glue["select"]["sentence1"]) & set(glue["report"]["sentence1"])
 
 
 def test_regenerated_only_when_missing_or_stale(tmp_path: Path) -> None:
-    dirs = afinn.ensure(tmp_path)
+    target = afinn.ensure(tmp_path)
     stamp = (tmp_path / "afinn.json").stat().st_mtime_ns
     afinn.ensure(tmp_path)
     assert (tmp_path / "afinn.json").stat().st_mtime_ns == stamp  # fresh: nothing rewritten
-    import shutil
-
-    shutil.rmtree(dirs["stsb"])
+    shutil.rmtree(target)
     afinn.ensure(tmp_path)
-    assert (dirs["stsb"] / "dataset_dict.json").is_file()
-    assert len(afinn.ensure(tmp_path, seed=1)) == 2  # another split seed rebuilds (stamp differs)
+    assert (target / "dataset_dict.json").is_file()
+    afinn.ensure(tmp_path, seed=1)  # another split seed rebuilds (stamp differs)
     assert afinn.load_info(tmp_path)["stamp"]["seed"] == 1
 
 
@@ -185,45 +172,104 @@ def test_capacity_run_writes_outputs(tmp_path: Path) -> None:
     assert "Equal effective parameters" in (tmp_path / "capacity.md").read_text()
 
 
-# --- fast end-to-end demo ---------------------------------------------------------------------------
+# --- lr choice and paired verdict (synthetic result.json files) ------------------------------------
+
+def _result(root: Path, peft: str, r: int, d: int, seed: int, lr: float, report: float, select: float,
+            effective: int) -> None:
+    run = root / f"{peft}-r{r}-d{d}-lr{lr}-s{seed}"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({
+        "task": "glue/stsb", "model": "minilm", "peft": peft, "d": d, "seed": seed, "status": "completed",
+        "main_metric": "pearson", "best": {"pearson": report, "spearman": report - 0.01},
+        "selection": {"metric": "mean(pearson,spearman)", "value": select, "split": "select"},
+        "hparams": {"r": r, "lr": lr}, "params": {"effective": effective}, "config": {"peft": {"r": r}}}))
+
+
+def test_tune_chooses_on_the_select_split_and_writes_the_arm_file(tmp_path: Path) -> None:
+    # lr 2e-3 is best on the select split, 1e-3 on the report split: the choice must ignore the report
+    for seed in (42, 43):
+        _result(tmp_path / "runs", "lora", 3, 1, seed, 1e-3, report=0.90, select=0.70, effective=100)
+        _result(tmp_path / "runs", "lora", 3, 1, seed, 2e-3, report=0.80, select=0.75 + seed / 1000,
+                effective=100)
+    cells = tune.grid(load_runs([tmp_path / "runs"]).runs)
+    assert tune.choose(cells) == {"lora_r3": 2e-3}
+    shutil.copy(ROOT / "sweeps" / "demo_arm" / "lora_r3.yaml", tmp_path / "lora_r3.yaml")
+    tune.write({"lora_r3": 2e-3}, tmp_path)
+    written = yaml.safe_load((tmp_path / "lora_r3.yaml").read_text())
+    assert written["trainer"]["lr"] == pytest.approx(2e-3) and written["peft"] == {"r": 3, "alpha": 6}
+    _result(tmp_path / "runs", "lora", 3, 1, 44, 1e-3, report=0.9, select=0.9, effective=100)
+    with pytest.raises(ValueError, match="different seeds"):  # an unfinished grid is not compared
+        tune.choose(tune.grid(load_runs([tmp_path / "runs"]).runs))
+
+
+def test_paired_interval_and_verdict_match_scipy(tmp_path: Path) -> None:
+    from scipy import stats
+
+    seeds = [42, 43, 44, 45, 46]
+    lora = [0.80, 0.82, 0.79, 0.81, 0.83]
+    capa = {"capaboost_r4_d2": [0.84, 0.85, 0.83, 0.86, 0.85],   # clearly above
+            "capaboost_r8_d2": [0.81, 0.80, 0.80, 0.83, 0.82]}   # mixed signs
+    for s, x in zip(seeds, lora, strict=True):
+        _result(tmp_path, "lora", 3, 1, s, 1e-3, x, x, effective=300)
+        _result(tmp_path, "lora", 6, 1, s, 1e-3, x, x, effective=600)
+    for name, xs in capa.items():
+        r = int(name.split("_r")[1].split("_")[0])
+        for s, x in zip(seeds, xs, strict=True):
+            _result(tmp_path, "capaboost_lora", r, 2, s, 2e-3, x, x, effective=305 if r == 4 else 590)
+    arms = pairs.collect(load_runs([tmp_path]).runs, "glue/stsb")
+    matched = {a.name: b.name for a, b in pairs.matches(arms)}
+    assert matched == {"capaboost_r4_d2": "lora_r3", "capaboost_r8_d2": "lora_r6"}  # nearest size
+    for name, verdict in (("capaboost_r4_d2", "CapaBoost better"), ("capaboost_r8_d2", "within noise")):
+        p = pairs.paired(arms[name], arms[matched[name]], "pearson")
+        oracle = stats.ttest_rel(100 * np.array(capa[name]), 100 * np.array(lora)).confidence_interval(0.95)
+        assert (p["lo"], p["hi"]) == pytest.approx((oracle.low, oracle.high), abs=1e-9)
+        assert p["n"] == 5 and p["verdict"] == verdict
+    flipped = pairs.paired(arms["lora_r3"], arms["capaboost_r4_d2"], "pearson")
+    assert flipped["verdict"] == "LoRA better"  # the verdict reads the sign of the interval ("LoRA" = b)
+    text = pairs.summarize(tmp_path)
+    assert "| capaboost_r4_d2 (305) | lora_r3 (300) | pearson |" in text and "within noise" in text
+
+
+def test_demo_sweeps_are_consistent() -> None:
+    """Arms tuned = arms run; >= 5 seeds; each arm's lr is data in its file and lies on the tuning grid."""
+    from tasks.sweeps import params_of
+
+    demo, grid = params_of("demo"), params_of("demo_tune")
+    assert demo["+sweep/demo_arm"] == grid["+sweep/demo_arm"]
+    assert len(demo["seed"].split(",")) >= 5
+    lrs = [float(x) for x in grid["trainer.lr"].split(",")]
+    for arm in demo["+sweep/demo_arm"].split(","):
+        conf = yaml.safe_load((ROOT / "sweeps" / "demo_arm" / f"{arm}.yaml").read_text())
+        assert any(conf["trainer"]["lr"] == pytest.approx(x) for x in lrs), arm
+    assert "trainer.lr" not in demo  # the demo runs the chosen values, not a grid
+
+
+# --- fast end-to-end demo, twice --------------------------------------------------------------------
+
+def _numbers(out: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted((out / "runs").rglob("result.json")):
+        r = json.loads(path.read_text())
+        found[pairs.arm_of(r)] = {k: r[k] for k in ("best", "metrics", "selection", "history", "params")}
+    return found
+
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT / "run.py").is_file() or not (ROOT / "scripts" / "make_tables.py").is_file(),
-                    reason="needs the runner (run.py) and scripts/make_tables.py")
-def test_fast_demo_end_to_end(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "scripts/demo.py", "--fast", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = sorted((tmp_path / "runs").rglob("result.json"))
-    assert len(results) == 4  # 2 tasks x (LoRA r=6, CapaBoost r=8 d=2) x 1 seed
-    pefts = {json.loads(p.read_text())["peft"] for p in results}
-    assert pefts == {"lora", "capaboost_lora"}
-    tables = list((tmp_path / "tables").glob("*.md"))
-    assert tables and "CapaBoost" in tables[0].read_text()
-    assert (tmp_path / "figures" / "capacity.png").is_file()
-    assert (tmp_path / "capacity.json").is_file()
-    assert "CapaBoost r=8 d=2" in (tmp_path / "demo_summary.md").read_text()
-    assert "total wall time" in proc.stdout
-    # re-running skips the finished runs
-    again = subprocess.run([sys.executable, "scripts/demo.py", "--fast", "--out", str(tmp_path),
-                            "--skip-capacity"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "4 already finished, 0 to run" in again.stdout
-
-
-def test_matched_parameter_summary(tmp_path: Path) -> None:
-    from demo import compare
-
-    scores = {("lora", 6, 1): [0.90, 0.92, 0.94], ("capaboost_lora", 8, 2): [0.95, 0.96, 0.97]}
-    for (peft, r, d), xs in scores.items():
-        for seed, x in zip((42, 43, 44), xs, strict=True):
-            run = tmp_path / f"{peft}-{seed}"
-            run.mkdir()
-            (run / "result.json").write_text(json.dumps({
-                "task": "glue/sst2", "peft": peft, "d": d, "seed": seed, "status": "completed",
-                "main_metric": "accuracy", "best": {"accuracy": x}, "hparams": {"r": r},
-                "params": {"effective": 1000}, "config": {"peft": {"r": r}}}))
-    text = compare.summarize(tmp_path)
-    lora_mean, lora_std = 100 * np.mean(scores[("lora", 6, 1)]), 100 * np.std(scores[("lora", 6, 1)], ddof=1)
-    assert f"accuracy {lora_mean:.2f} ± {lora_std:.2f} (n=3)" in text
-    gap = 100 * (np.mean(scores[("capaboost_lora", 8, 2)]) - np.mean(scores[("lora", 6, 1)]))
-    assert f"gap {gap:+.2f}" in text and "CapaBoost better" in text
+def test_fast_demo_end_to_end_twice_gives_identical_numbers(tmp_path: Path) -> None:
+    cmd = [sys.executable, "scripts/demo.py", "--fast"]
+    first = subprocess.run([*cmd, "--out", str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    numbers = _numbers(tmp_path / "a")
+    assert set(numbers) == {"lora_r3", "capaboost_r4_d2"}  # the small-r pair, one seed
+    assert list((tmp_path / "a" / "tables").glob("glue_minilm*.md"))  # the project's `make tables`
+    summary = (tmp_path / "a" / "demo_summary.md").read_text()
+    assert "| capaboost_r4_d2" in summary and "one seed: no interval" in summary
+    assert (tmp_path / "a" / "figures" / "capacity.png").is_file()
+    second = subprocess.run([*cmd, "--skip-capacity", "--out", str(tmp_path / "b")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert _numbers(tmp_path / "b") == numbers  # same command, same machine: every digit
+    again = subprocess.run([*cmd, "--skip-capacity", "--out", str(tmp_path / "a")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("already completed") == 2
