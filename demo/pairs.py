@@ -1,4 +1,4 @@
-"""The demo's verdict: each CapaBoost arm against the LoRA arm of (nearly) equal effective parameters.
+"""The demo's verdict: each CapaBoost arm against the LoRA arm of (nearly) equal PEFT parameters.
 
 The comparison is paired by seed (same seed = same data order and head init for both arms), so the
 interval is that of the per-seed difference, not of either arm's spread: mean difference +- the 95%
@@ -30,7 +30,7 @@ def arm_of(run: dict[str, Any]) -> str:
 class Arm:
     name: str
     peft: str
-    effective: int
+    params: int  # PEFT weights some mask keeps, head excluded (count_parameters()["peft"])
     lr: float
     scores: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> best metrics (report split)
 
@@ -44,18 +44,24 @@ def collect(runs: list[dict[str, Any]], task: str) -> dict[str, Arm]:
         if run["task"] != task:
             continue
         name = arm_of(run)
-        arm = arms.setdefault(name, Arm(name, run["peft"], run["params"]["effective"], run["hparams"]["lr"]))
-        if (run["params"]["effective"], run["hparams"]["lr"]) != (arm.effective, arm.lr):
+        size = peft_params(run)
+        arm = arms.setdefault(name, Arm(name, run["peft"], size, run["hparams"]["lr"]))
+        if (size, run["hparams"]["lr"]) != (arm.params, arm.lr):
             raise ValueError(f"{name}: runs with different sizes or lrs under one arm ({run['_path']})")
         arm.scores[run["seed"]] = run["best"]
     return arms
 
 
+def peft_params(run: dict[str, Any]) -> int:
+    """The PEFT-only count; files without it (older runs) fall back to ``effective`` (head included)."""
+    return run["params"].get("peft", run["params"]["effective"])
+
+
 def matches(arms: dict[str, Arm]) -> list[tuple[Arm, Arm]]:
-    """Each CapaBoost arm with the LoRA arm nearest in effective parameters."""
+    """Each CapaBoost arm with the LoRA arm nearest in PEFT parameters."""
     loras = [a for a in arms.values() if a.peft == "lora"]
-    return [(a, min(loras, key=lambda b: abs(b.effective - a.effective)))
-            for a in sorted(arms.values(), key=lambda a: a.effective) if a.peft != "lora" and loras]
+    return [(a, min(loras, key=lambda b: abs(b.params - a.params)))
+            for a in sorted(arms.values(), key=lambda a: a.params) if a.peft != "lora" and loras]
 
 
 def paired(a: Arm, b: Arm, metric: str, level: float = 0.95) -> dict[str, Any]:
@@ -84,10 +90,10 @@ def summarize(runs_root: Path | str) -> str:
     lines = []
     for task in sorted({r["task"] for r in runs}):
         arms = collect(runs, task)
-        lines += [f"## {task}", "", "| arm | effective params | lr | seeds | " + " | ".join(METRICS) + " |",
+        lines += [f"## {task}", "", "| arm | PEFT params | lr | seeds | " + " | ".join(METRICS) + " |",
                   "|---|---|---|---|" + "---|" * len(METRICS)]
-        for arm in sorted(arms.values(), key=lambda a: (a.effective, a.peft != "lora")):
-            lines.append(f"| {arm.name} | {arm.effective:,} | {arm.lr:g} | {len(arm.scores)} | "
+        for arm in sorted(arms.values(), key=lambda a: (a.params, a.peft != "lora")):
+            lines.append(f"| {arm.name} | {arm.params:,} | {arm.lr:g} | {len(arm.scores)} | "
                          + " | ".join(_ms(arm.values(m)) for m in METRICS) + " |")
         lines += ["", "Paired by seed, CapaBoost − LoRA (x100), 95% t-interval:", "",
                   "| CapaBoost | LoRA | metric | difference | 95% CI | n | verdict |",
@@ -95,7 +101,7 @@ def summarize(runs_root: Path | str) -> str:
         for a, b in matches(arms):
             for metric in METRICS:
                 p = paired(a, b, metric)
-                lines.append(f"| {a.name} ({a.effective:,}) | {b.name} ({b.effective:,}) | {metric} | "
+                lines.append(f"| {a.name} ({a.params:,}) | {b.name} ({b.params:,}) | {metric} | "
                              f"{p['mean']:+.2f} | [{p['lo']:+.2f}, {p['hi']:+.2f}] | {p['n']} | "
                              f"{p['verdict']} |")
         lines.append("")
