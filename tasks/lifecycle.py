@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -59,8 +58,7 @@ class Status:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / STATUS
-        self.base = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
-                     "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+        self.base = {**runlock.this_process(), "started": _now()}
 
     def write(self, status: str, **extra: Any) -> None:
         try:  # best effort: never hide the error being reported (a full disk, say) behind this one

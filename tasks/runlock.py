@@ -126,10 +126,15 @@ class RunLock:
             self.path.unlink(missing_ok=True)
 
 
+def this_process() -> dict[str, Any]:
+    """Who holds a lock or writes a status: host, pid and SLURM job (what a person needs to find it)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
 def _break(path: Path, holder: dict[str, Any]) -> bool:
     """Remove the stale lock ``holder`` if it is still the one there; True if this process did."""
     breaker = path.with_name(path.name + ".break")
-    if not _create(breaker, {"host": socket.gethostname(), "pid": os.getpid()}):
+    if not _create(breaker, this_process()):
         found = _read(breaker)
         if found is not None and found[1] > BREAK_STALE_S:
             breaker.unlink(missing_ok=True)
@@ -151,8 +156,7 @@ def acquire(run_dir: Path, wait: bool = False, stale_after_s: float = STALE_AFTE
     """Take the run's lock, or raise RunLocked naming the holder (``wait``: poll until it is free)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
-    content = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-               "token": uuid.uuid4().hex, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    content = {**this_process(), "started": time.time(), "token": uuid.uuid4().hex}
     announced = False
     while True:
         if _create(path, content):
