@@ -40,8 +40,11 @@ def apply(model: nn.Module, cfg: CapaBoostConfig | None = None) -> nn.Module:
         supported = ", ".join(k for k, v in backbones.BACKBONES.items() if cfg.method in v.methods)
         raise ValueError(f"method={cfg.method!r} is not supported on backbone {bb.name!r} (it takes "
                          f"{', '.join(bb.methods) or 'none'}); method={cfg.method!r} runs on: {supported}")
-    heads = backbones.present_heads(model, cfg.modules_to_save if cfg.modules_to_save is not None
-                                    else bb.heads)
+    heads = backbones.present_heads(model, bb.heads) if cfg.modules_to_save is None else cfg.modules_to_save
+    missing = [h for h in heads if not _has_submodule(model, h)]
+    if missing:  # a named head that is not there would silently stay frozen
+        raise ValueError(f"modules_to_save {missing} not found in this {bb.name} model (give dotted "
+                         f"paths, e.g. 'bert.pooler')")
     if cfg.method == "prefix":
         model = apply_prefix(model, cfg, heads)
     else:
@@ -55,6 +58,14 @@ def apply(model: nn.Module, cfg: CapaBoostConfig | None = None) -> nn.Module:
             model.get_submodule(head).requires_grad_(True)
     model.capaboost_config = dataclasses.replace(cfg, modules_to_save=heads)  # what save/load rebuild
     return model
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _masks(cfg: CapaBoostConfig, shape: tuple[int, ...], *names: str) -> torch.Tensor:

@@ -83,7 +83,7 @@ def fit(problem: dict[str, torch.Tensor], r: int, d: int, density: float, setup:
         seed: int, mask: str = "random") -> dict[str, Any]:
     """Train only the (CapaBoost-)LoRA delta on the problem; d=1, density=1 is plain LoRA."""
     torch.manual_seed(seed)
-    cfg = capaboost.CapaBoostConfig(method="lora", d=d, density=density, mask=mask, seed=seed, r=r,
+    cfg = capaboost.CapaBoostConfig(method="lora", d=d, density=density, mask=mask, mask_seed=seed, r=r,
                                     alpha=2 * r, target_modules=("layer",))  # scaling 2 for every r
     model = capaboost.apply(_Probe(problem["w0"]), cfg)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -19,20 +19,32 @@ from typing import Any
 from capaboost.atomic import write_text
 from demo.pairs import arm_of
 from reporting.collect import load_runs
+from tasks.sweeps import params_of
 
 ARMS_DIR = Path(__file__).resolve().parents[1] / "sweeps" / "demo_arm"
 LR_LINE = re.compile(r"^trainer: \{lr: [^}]*\}", re.MULTILINE)
 
 
-def grid(runs: list[dict[str, Any]]) -> dict[str, dict[float, dict[int, float]]]:
-    """{arm: {lr: {seed: selection value}}}."""
-    out: dict[str, dict[float, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+Cells = dict[str, dict[float, dict[int, float]]]  # {arm: {lr: {seed: selection value}}}
+
+
+def grid(runs: list[dict[str, Any]], sweep: str | None = "demo_tune") -> Cells:
+    """{arm: {lr: {seed: selection value}}}, over the sweep file's lrs and seeds only (runs of an
+    earlier grid may still lie in runs_root); ``sweep=None`` takes every run."""
+    keep = None
+    if sweep:
+        params = params_of(sweep)
+        keep = ({float(x) for x in params["trainer.lr"].split(",")},
+                {int(x) for x in params["seed"].split(",")})
+    out: Cells = defaultdict(lambda: defaultdict(dict))
     for run in runs:
-        out[arm_of(run)][float(run["hparams"]["lr"])][run["seed"]] = float(run["selection"]["value"])
+        lr = float(run["hparams"]["lr"])
+        if keep is None or (lr in keep[0] and run["seed"] in keep[1]):
+            out[arm_of(run)][lr][run["seed"]] = float(run["selection"]["value"])
     return out
 
 
-def choose(cells: dict[str, dict[float, dict[int, float]]]) -> dict[str, float]:
+def choose(cells: Cells) -> dict[str, float]:
     chosen = {}
     for arm, by_lr in sorted(cells.items()):
         seeds = {lr: set(s) for lr, s in by_lr.items()}
@@ -54,7 +66,7 @@ def write(chosen: dict[str, float], arms_dir: Path = ARMS_DIR) -> list[Path]:
     return paths
 
 
-def report(cells: dict[str, dict[float, dict[int, float]]], chosen: dict[str, float]) -> str:
+def report(cells: Cells, chosen: dict[str, float]) -> str:
     lrs = sorted({lr for by_lr in cells.values() for lr in by_lr})
     lines = ["| arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen |",
              "|---|" + "---|" * (len(lrs) + 1)]
@@ -62,7 +74,10 @@ def report(cells: dict[str, dict[float, dict[int, float]]], chosen: dict[str, fl
         vals = [f"{100 * statistics.fmean(by_lr[lr].values()):.2f} (n={len(by_lr[lr])})" if lr in by_lr
                 else "—" for lr in lrs]
         lines.append(f"| {arm} | " + " | ".join(vals) + f" | {chosen[arm]:g} |")
-    return "Selection score x100 (mean over seeds, select split):\n\n" + "\n".join(lines) + "\n"
+    edge = sorted(arm for arm, lr in chosen.items() if lr in (min(cells[arm]), max(cells[arm])))
+    note = (f"\nAt the edge of the grid, so the best lr may lie outside it: {', '.join(edge)}. "
+            "Extend trainer.lr in sweeps/demo_tune.yaml and rerun.\n") if edge else ""
+    return "Selection score x100 (mean over seeds, select split):\n\n" + "\n".join(lines) + "\n" + note
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ _CONFIG_KEY = {"method": "peft.method", "d": "d", "density": "density", "mask": 
                "init": "peft.init",
                "reduction_factor": "peft.reduction_factor", "prefix_length": "peft.prefix_length",
                "prefix_hidden": "peft.prefix_hidden", "target_modules": "peft.target_modules",
-               "nm_group": "mask"}
+               "modules_to_save": "peft.modules_to_save", "nm_group": "mask"}
 
 
 class ConfigError(ValueError):
@@ -193,6 +193,8 @@ def _capaboost_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, A
           "r": hparams["r"], "alpha": hparams["alpha"], "dropout": peft["dropout"], "init": peft["init"],
           "reduction_factor": hparams["reduction_factor"], "prefix_length": hparams["prefix_length"],
           "prefix_hidden": hparams["prefix_hidden"], "target_modules": peft["target_modules"]}
+    if peft["modules_to_save"] is not None:  # only when set: runs that leave it alone keep their identity
+        cb["modules_to_save"] = peft["modules_to_save"]
     try:
         CapaBoostConfig(**cb)
     except ValueError as error:

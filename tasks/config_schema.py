@@ -38,6 +38,7 @@ class PeftConf:
     dropout: float = CapaBoostConfig.dropout  # LoRA only (per-branch input dropout)
     init: str = CapaBoostConfig.init      # peft | official (LoRA A init)
     target_modules: list[str] | None = None
+    modules_to_save: list[str] | None = None  # None: the backbone's task heads (capaboost.backbones)
 
 
 @dataclass

@@ -23,15 +23,23 @@ def available(sweeps_dir: Path = SWEEPS) -> list[str]:
 
 
 def params_of(name: str, sweeps_dir: Path = SWEEPS) -> dict[str, str]:
-    """The sweep's hydra.sweeper.params, as the override strings Hydra will see."""
+    """The sweep's hydra.sweeper.params, as the override strings Hydra will see.
+
+    A sweep may start from another (``defaults: [demo, _self_]``): Hydra merges the two files, so the
+    grid is the other sweep's with this file's keys replacing or adding to it, in that order.
+    """
     path = sweeps_dir / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no sweep {name!r} ({path} missing); "
                                 f"sweeps: {', '.join(available(sweeps_dir))}")
     with open(path, encoding="utf-8") as f:
         raw: Any = yaml.safe_load(f) or {}
-    params = (((raw.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
-    if not isinstance(params, dict) or not params:
+    params: dict[str, Any] = {}
+    for parent in raw.get("defaults") or []:  # sibling sweeps; group overrides (dicts) pick no grid
+        if isinstance(parent, str) and parent != "_self_":
+            params.update(params_of(parent, sweeps_dir))
+    params.update((((raw.get("hydra") or {}).get("sweeper") or {}).get("params")) or {})
+    if not params:
         raise ValueError(f"{path}: no hydra.sweeper.params grid")
     for key, value in params.items():
         if isinstance(value, (bool, list, dict)) or value is None:

@@ -191,15 +191,22 @@ def test_tune_chooses_on_the_select_split_and_writes_the_arm_file(tmp_path: Path
         _result(tmp_path / "runs", "lora", 3, 1, seed, 1e-3, report=0.90, select=0.70, effective=100)
         _result(tmp_path / "runs", "lora", 3, 1, seed, 2e-3, report=0.80, select=0.75 + seed / 1000,
                 effective=100)
-    cells = tune.grid(load_runs([tmp_path / "runs"]).runs)
+    cells = tune.grid(load_runs([tmp_path / "runs"]).runs, sweep=None)
     assert tune.choose(cells) == {"lora_r3": 2e-3}
+    assert "edge of the grid" in tune.report(cells, {"lora_r3": 2e-3})  # the best of two is always at an edge
+    inside = {"lora_r3": {1e-3: {42: 0.7}, 2e-3: {42: 0.8}, 4e-3: {42: 0.6}}}
+    assert tune.choose(inside) == {"lora_r3": 2e-3} and "edge" not in tune.report(inside, {"lora_r3": 2e-3})
     shutil.copy(ROOT / "sweeps" / "demo_arm" / "lora_r3.yaml", tmp_path / "lora_r3.yaml")
     tune.write({"lora_r3": 2e-3}, tmp_path)
     written = yaml.safe_load((tmp_path / "lora_r3.yaml").read_text())
     assert written["trainer"]["lr"] == pytest.approx(2e-3) and written["peft"] == {"r": 3, "alpha": 6}
+    # a run of an earlier grid (lr 3e-3 is not in sweeps/demo_tune.yaml) is left out of the choice
+    _result(tmp_path / "runs", "lora", 3, 1, 42, 3e-3, report=0.99, select=0.99, effective=100)
+    assert 3e-3 in tune.grid(load_runs([tmp_path / "runs"]).runs, sweep=None)["lora_r3"]
+    assert 3e-3 not in tune.grid(load_runs([tmp_path / "runs"]).runs)["lora_r3"]
     _result(tmp_path / "runs", "lora", 3, 1, 44, 1e-3, report=0.9, select=0.9, effective=100)
     with pytest.raises(ValueError, match="different seeds"):  # an unfinished grid is not compared
-        tune.choose(tune.grid(load_runs([tmp_path / "runs"]).runs))
+        tune.choose(tune.grid(load_runs([tmp_path / "runs"]).runs, sweep=None))
 
 
 def test_paired_interval_and_verdict_match_scipy(tmp_path: Path) -> None:

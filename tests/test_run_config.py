@@ -107,7 +107,9 @@ def test_run_dir_is_derived_from_the_config_only(tmp_path):
     assert Path(a.run_dir).relative_to(tmp_path).parts[:4] == ("glue", "cola", "tiny", "capaboost_lora")
     other_seed = spec_for([*base, "seed=43"], tmp_path)
     assert other_seed.run_dir != a.run_dir and other_seed.group == a.group
-    for change in ("density=0.25", "mask_seed=1", "trainer.lr=0.01", "d=3", "mask=same"):
+    assert "modules_to_save" not in a.capaboost_config  # unset: the identities of earlier runs stand
+    for change in ("density=0.25", "mask_seed=1", "trainer.lr=0.01", "d=3", "mask=same",
+                   "peft.modules_to_save=[classifier,roberta.pooler]"):
         changed = spec_for([*base, change], tmp_path)
         assert changed.run_dir != a.run_dir and changed.group != a.group, change
 

@@ -86,6 +86,16 @@ def test_apply_records_resolved_config() -> None:
     assert not any(p.requires_grad for n, p in custom.named_parameters() if "lora_" not in n)
 
 
+def test_modules_to_save_takes_dotted_paths_and_refuses_absent_ones() -> None:
+    """BERT's pooler is not a top-level child; a named head that is not there must not stay frozen."""
+    model = capaboost.apply(tiny.tiny_bert(), CapaBoostConfig(modules_to_save=("classifier", "bert.pooler")))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert trainable == {"classifier.weight", "classifier.bias", "bert.pooler.dense.weight",
+                         "bert.pooler.dense.bias"}
+    with pytest.raises(ValueError, match=r"\['pooler'\] not found"):
+        capaboost.apply(tiny.tiny_bert(), CapaBoostConfig(modules_to_save=("classifier", "pooler")))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["lora", "padapter", "prefix"])
 def test_apply_on_cuda(method: str) -> None:
