@@ -1,5 +1,6 @@
-"""``make demo``: AFINN data -> the demo sweep on Hydra's own launcher -> `make tables` -> paired verdict
--> synthetic capacity check. ``--tune`` runs the learning-rate sweep instead and writes the choice.
+"""``make demo``: AFINN data -> the demo sweep on Hydra's own launcher -> `make tables` (the table and
+its paired-by-seed verdicts) -> synthetic capacity check. ``--tune`` runs the learning-rate sweep
+instead and writes the choice.
 
 The sweep is ``python run.py -m sweep=demo``, as for the paper sweeps, split by arm over ``--workers``
 processes (two single-threaded runs use two cores better than one two-threaded run at these sizes;
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from tasks import sweeps as project_sweeps  # the project's sweep expansion: the one import of it
 
-from . import afinn, capacity, pairs, tune
+from . import afinn, capacity, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "demo"
@@ -108,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         log("== tables (reporting.make_tables, as `make tables RUNS=...`)")
         from reporting import make_tables
 
-        log("\n".join(make_tables([runs], out).lines()))
-        summary = pairs.write(runs, out / "demo_summary.md")
-        log(f"\n--- {out / 'demo_summary.md'}\n{summary.strip()}")
+        report = make_tables([runs], out)
+        log("\n".join(report.lines()))
+        for path in report.tables:  # the table and its paired-by-seed verdicts
+            if path.suffix == ".md":
+                log(f"\n--- {path}\n{path.read_text(encoding='utf-8').strip()}")
         rc = 0
         if not args.skip_capacity:
             log("== synthetic capacity check (fit a random full-rank update; rank of dW vs d)")

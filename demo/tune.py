@@ -17,12 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from capaboost.atomic import write_text
-from demo.pairs import arm_of
 from reporting.collect import load_runs
+from reporting.groups import lookup
 from tasks.sweeps import params_of
 
 ARMS_DIR = Path(__file__).resolve().parents[1] / "sweeps" / "demo_arm"
 LR_LINE = re.compile(r"^trainer: \{lr: [^}]*\}", re.MULTILINE)
+
+
+def arm_of(run: dict[str, Any]) -> str:
+    """The arm's config name in sweeps/demo_arm/: lora_r3, capaboost_r4_d2, ..."""
+    r = lookup(run, ("config.peft.r", "hparams.r"))
+    return f"lora_r{r}" if run["peft"] == "lora" else f"{run['peft'].removesuffix('_lora')}_r{r}_d{run['d']}"
 
 
 Cells = dict[str, dict[float, dict[int, float]]]  # {arm: {lr: {seed: selection value}}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import paired
 from .collect import load_runs
 from .figures import FIGURES, build_figures, write_figures
 from .groups import build_tables
@@ -40,6 +41,11 @@ def make_tables(roots: list[str | os.PathLike], out: str | os.PathLike = "result
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_tex)):
             path = out / "tables" / f"{view.name}.{ext}"
             write_text(path, render(view))
+            report.tables.append(path)
+        found = paired.pairs(view)
+        if found:  # CapaBoost against its matched vanilla row, paired by seed
+            path = out / "tables" / f"{view.name}-paired.md"
+            write_text(path, paired.to_markdown(view, found))
             report.tables.append(path)
     if figures:
         report.figure_specs = build_figures(views, lay)

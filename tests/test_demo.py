@@ -20,7 +20,7 @@ import yaml
 
 import capaboost
 from capaboost.analysis import delta_rank
-from demo import afinn, capacity, pairs, tune
+from demo import afinn, capacity, tune
 from reporting.collect import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,34 +209,6 @@ def test_tune_chooses_on_the_select_split_and_writes_the_arm_file(tmp_path: Path
         tune.choose(tune.grid(load_runs([tmp_path / "runs"]).runs, sweep=None))
 
 
-def test_paired_interval_and_verdict_match_scipy(tmp_path: Path) -> None:
-    from scipy import stats
-
-    seeds = [42, 43, 44, 45, 46]
-    lora = [0.80, 0.82, 0.79, 0.81, 0.83]
-    capa = {"capaboost_r4_d2": [0.84, 0.85, 0.83, 0.86, 0.85],   # clearly above
-            "capaboost_r8_d2": [0.81, 0.80, 0.80, 0.83, 0.82]}   # mixed signs
-    for s, x in zip(seeds, lora, strict=True):
-        _result(tmp_path, "lora", 3, 1, s, 1e-3, x, x, effective=300)
-        _result(tmp_path, "lora", 6, 1, s, 1e-3, x, x, effective=600)
-    for name, xs in capa.items():
-        r = int(name.split("_r")[1].split("_")[0])
-        for s, x in zip(seeds, xs, strict=True):
-            _result(tmp_path, "capaboost_lora", r, 2, s, 2e-3, x, x, effective=305 if r == 4 else 590)
-    arms = pairs.collect(load_runs([tmp_path]).runs, "glue/stsb")
-    matched = {a.name: b.name for a, b in pairs.matches(arms)}
-    assert matched == {"capaboost_r4_d2": "lora_r3", "capaboost_r8_d2": "lora_r6"}  # nearest size
-    for name, verdict in (("capaboost_r4_d2", "CapaBoost better"), ("capaboost_r8_d2", "within noise")):
-        p = pairs.paired(arms[name], arms[matched[name]], "pearson")
-        oracle = stats.ttest_rel(100 * np.array(capa[name]), 100 * np.array(lora)).confidence_interval(0.95)
-        assert (p["lo"], p["hi"]) == pytest.approx((oracle.low, oracle.high), abs=1e-9)
-        assert p["n"] == 5 and p["verdict"] == verdict
-    flipped = pairs.paired(arms["lora_r3"], arms["capaboost_r4_d2"], "pearson")
-    assert flipped["verdict"] == "LoRA better"  # the verdict reads the sign of the interval ("LoRA" = b)
-    text = pairs.summarize(tmp_path)
-    assert "| capaboost_r4_d2 (305) | lora_r3 (300) | pearson |" in text and "within noise" in text
-
-
 def test_demo_sweeps_are_consistent() -> None:
     """Arms tuned = arms run; >= 5 seeds; each arm's lr is data in its file and lies on the tuning grid."""
     from tasks.sweeps import params_of
@@ -257,7 +229,7 @@ def _numbers(out: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((out / "runs").rglob("result.json")):
         r = json.loads(path.read_text())
-        found[pairs.arm_of(r)] = {k: r[k] for k in ("best", "metrics", "selection", "history", "params")}
+        found[tune.arm_of(r)] = {k: r[k] for k in ("best", "metrics", "selection", "history", "params")}
     return found
 
 
@@ -270,8 +242,10 @@ def test_fast_demo_end_to_end_twice_gives_identical_numbers(tmp_path: Path) -> N
     numbers = _numbers(tmp_path / "a")
     assert set(numbers) == {"lora_r3", "capaboost_r4_d2"}  # the small-r pair, one seed
     assert list((tmp_path / "a" / "tables").glob("glue_minilm*.md"))  # the project's `make tables`
-    summary = (tmp_path / "a" / "demo_summary.md").read_text()
-    assert "| capaboost_r4_d2" in summary and "one seed: no interval" in summary
+    (paired,) = (tmp_path / "a" / "tables").glob("glue_minilm*-paired.md")  # the verdicts, from make tables
+    text = paired.read_text()
+    assert "| CapaBoost-LoRA" in text and "fewer than 2 seeds: no interval" in text
+    assert "--- " + str(paired) in first.stdout
     assert (tmp_path / "a" / "figures" / "capacity.png").is_file()
     second = subprocess.run([*cmd, "--skip-capacity", "--out", str(tmp_path / "b")], cwd=ROOT,
                             capture_output=True, text=True, timeout=1200)

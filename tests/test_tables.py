@@ -527,3 +527,40 @@ def test_paper_value_not_beside_several_rows(tmp_path: Path) -> None:
     make_tables([runs], tmp_path / "out", paper_dir=paper, figures=False)
     md = read(tmp_path / "out", "glue_roberta_base.md")
     assert "(paper 61.50)" not in md and md_row(md, "LoRA (paper)")[1] == "61.50"
+
+
+def test_paired_file_matches_scipys_paired_t_test(tmp_path: Path) -> None:
+    """Each CapaBoost row against the LoRA row nearest in PEFT parameters, paired by seed; the interval
+    is scipy's ttest_rel confidence interval and the verdict reads its sign."""
+    import numpy as np
+    from scipy import stats
+
+    seeds = [42, 43, 44, 45, 46]
+    lora = [0.80, 0.82, 0.79, 0.81, 0.83]
+    arms = {("lora", 3, 1): (lora, 300), ("lora", 6, 1): (lora, 600),
+            ("capaboost_lora", 4, 2): ([0.84, 0.85, 0.83, 0.86, 0.85], 305),   # clearly above LoRA r=3
+            ("capaboost_lora", 8, 2): ([0.81, 0.80, 0.80, 0.83, 0.82], 590)}  # mixed signs vs LoRA r=6
+    for (peft, r, d), (xs, size) in arms.items():
+        for seed, x in zip(seeds, xs, strict=True):
+            put(tmp_path / "runs", f"{peft}-{r}-{seed}", result(
+                "glue/stsb", peft, seed, {"pearson": x, "spearman": x}, r=r, d=d, identity=True, sweeps=["x"],
+                params={"trainable": 2 * size, "effective": 2 * size, "peft": size, "total": 10**6}))
+    put(tmp_path / "runs", "no-peft-count", result("glue/stsb", "lora", 42, {"pearson": 0.1}, r=12,
+                                                   identity=True, sweeps=["x"]))
+    make_tables([tmp_path / "runs"], tmp_path)
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in read(tmp_path, "glue_roberta_base-x-paired.md").splitlines() if "| STS-B P |" in line]
+    # nearest size; the row without a PEFT count is left out
+    assert [(r[1], r[3]) for r in rows] == [("305", "300"), ("590", "600")]
+    for row, capa, verdict in ((rows[0], arms[("capaboost_lora", 4, 2)][0], "CapaBoost better"),
+                               (rows[1], arms[("capaboost_lora", 8, 2)][0], "within noise")):
+        oracle = stats.ttest_rel(100 * np.array(capa), 100 * np.array(lora)).confidence_interval(0.95)
+        assert row[6] == f"[{oracle.low:+.2f}, {oracle.high:+.2f}]" and row[7] == "5" and row[8] == verdict
+    worse = [0.70, 0.72, 0.69, 0.71, 0.73]
+    small = {"identity": True, "sweeps": ["x"], "params": {"peft": 300, "total": 10**6}}
+    for seed, x, y in zip(seeds, worse, lora, strict=True):
+        put(tmp_path / "worse", f"c{seed}", result("glue/stsb", "capaboost_lora", seed, {"pearson": x}, r=4,
+                                                   **small))
+        put(tmp_path / "worse", f"l{seed}", result("glue/stsb", "lora", seed, {"pearson": y}, r=3, **small))
+    make_tables([tmp_path / "worse"], tmp_path / "w")
+    assert "| CapaBoost worse |" in read(tmp_path / "w", "glue_roberta_base-x-paired.md")
