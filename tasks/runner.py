@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle
+from tasks import device, distributed, evaluation, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -129,7 +129,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
         if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
-            return reuse_result(result_path, spec.sweep)
+            return reuse_result(result_path, spec.sweep, locked=True)
         return _train(spec, callbacks, info, preemption, status, start, placement)
 
 
@@ -210,16 +210,27 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     return result
 
 
-def reuse_result(path: Path, sweep: str | None) -> dict[str, Any]:
+def reuse_result(path: Path, sweep: str | None, locked: bool = False) -> dict[str, Any]:
     """A finished run asked for again trains nothing. A sweep that reuses it is added to its ``sweeps``
     (so that sweep's tables find it); otherwise only the mtime moves, so "results newer than this
-    command" (a sweep re-run, the contract's cli-smoke) include results that were already there."""
+    command" (a sweep re-run, the contract's cli-smoke) include results that were already there.
+
+    The append is a read-modify-write: it holds the run lock (``locked``: the caller already does),
+    so two sweeps reusing one run at once both end up in the file.
+    """
     result = json.loads(path.read_text())
-    if sweep and sweep not in result.setdefault("sweeps", []):
-        result["sweeps"].append(sweep)
-        write_text(path, json.dumps(result, indent=2, default=str) + "\n")
-    else:
+    if not sweep or sweep in result.get("sweeps", []):
         os.utime(path)
+        return result
+    lock = None if locked else runlock.acquire(path.parent, wait=True, poll_s=0.5)
+    try:
+        result = json.loads(path.read_text())  # again, under the lock
+        if sweep not in result.setdefault("sweeps", []):
+            result["sweeps"].append(sweep)
+            write_text(path, json.dumps(result, indent=2, default=str) + "\n")
+    finally:
+        if lock is not None:
+            lock.release()
     return result
 
 
