@@ -108,8 +108,10 @@ def test_tables_bench_builds_every_output(tmp_path):
     stats = tables_bench.main(["--n", "700", "--keep", str(tmp_path)])
     assert stats["files"] == 700 and stats["figures"] == 3
     names = sorted(p.name for p in (tmp_path / "out" / "tables").glob("*.md"))
-    assert names == ["glue_roberta_base-fig1_rank_params.md", "glue_roberta_base-fig3_masks.md",
-                     "glue_roberta_base-fig4_r_by_d.md", "glue_roberta_base.md"]
+    # paired verdicts beside every table with a CapaBoost and a vanilla LoRA row (Fig. 3 has no LoRA row)
+    assert names == [f"glue_roberta_base{s}.md" for s in (
+        "-fig1_rank_params-paired", "-fig1_rank_params", "-fig3_masks", "-fig4_r_by_d-paired", "-fig4_r_by_d",
+        "-paired", "")]
 
 
 def test_unloaded_row_is_the_plain_backbone():
