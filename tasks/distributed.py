@@ -118,16 +118,20 @@ def export(environ: MutableMapping[str, str] | None = None, job_env: Any = None)
     return DistInfo(info.rank, info.local_rank, info.world_size, "submitit")
 
 
-def setup(timeout_s: int = 1800) -> DistInfo:
+def setup(timeout_s: int = 1800, cuda: bool | None = None) -> DistInfo:
     """Call once per process, before the model and the Trainer: exports the variables and, in a
-    group of several, joins it (NCCL on GPUs, gloo on CPUs); accelerate then reuses this group."""
+    group of several, joins it (NCCL on GPUs, gloo on CPUs); accelerate then reuses this group.
+
+    ``cuda``: where the run trains (tasks.device's placement); ``trainer.device=cpu`` on a GPU node
+    must form a gloo group of CPU processes, not an NCCL one. None: wherever CUDA is usable.
+    """
     info = export()
     if not info.distributed:
         return info
     import torch
     import torch.distributed as dist
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     os.environ.update(cpu_env(info, cuda))
     if not dist.is_initialized():
         if cuda:

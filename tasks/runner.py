@@ -125,7 +125,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         print(f"already completed: {result_path} (force=true re-runs it)")
         return reuse_result(result_path, spec.sweep)
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
-    info = distributed.setup()
+    info = distributed.setup(cuda=placement.device == "cuda")
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
         if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run

@@ -411,3 +411,28 @@ def test_slurm_ddp_launcher_asks_one_task_per_gpu(tmp_path, monkeypatch):
                  "#SBATCH --mem-per-gpu=64G", "#SBATCH --signal=USR2@120", "export SUBMITIT_EXECUTOR=slurm"):
         assert line in script, f"{line} not in\n{script}"
     assert "--mem=" not in script  # per-node memory would not grow with the GPUs
+
+
+def test_a_cpu_run_on_a_gpu_node_forms_a_gloo_group(monkeypatch):
+    """trainer.device=cpu where CUDA exists: the group and accelerate follow the run's placement."""
+    import torch
+    import torch.distributed as dist
+
+    _clear_dist_env(monkeypatch)
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append(("init", backend)))
+    monkeypatch.setattr(D.atexit, "register", lambda fn: None)
+    D.setup(cuda=False)
+    assert calls == [("init", "gloo")] and os.environ["ACCELERATE_USE_CPU"] == "true"
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    calls.clear()
+    D.setup()  # no placement given: CUDA is usable, so NCCL on this rank's GPU
+    assert calls == [("set_device", 0), ("init", "nccl")] and "ACCELERATE_USE_CPU" not in os.environ
