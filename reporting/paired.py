@@ -12,9 +12,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from .groups import Row, metrics_of
+from .groups import Row, metrics_of, run_flags
 from .layout import Column
-from .tables import RowView, TableView
+from .render import marks
+from .tables import RowView, TableView, mark_notes
 
 LEVEL = 0.95
 
@@ -27,6 +28,7 @@ class Pair:
     diffs: tuple[float, ...]  # x100, one per shared seed
     capaboost_params: float
     vanilla_params: float
+    flags: frozenset[str] = frozenset()  # run_flags of the runs used: the table's marks (†, ‡)
 
     @property
     def interval(self) -> tuple[float, float, float]:
@@ -71,12 +73,13 @@ def pairs(view: TableView) -> list[Pair]:
             a, b = (v.row.cells.get(column.task) for v in (capa, match))
             if a is None or b is None:
                 continue
-            seeds = sorted(set(a.runs) & set(b.runs))
-            scores = [(metrics_of(a.runs[s]), metrics_of(b.runs[s])) for s in seeds]
-            diffs = tuple(100 * (x[column.metric] - y[column.metric]) for x, y in scores
-                          if column.metric in x and column.metric in y)
+            metric = column.metric
+            runs = [(a.runs[s], b.runs[s]) for s in sorted(set(a.runs) & set(b.runs))
+                    if metric in metrics_of(a.runs[s]) and metric in metrics_of(b.runs[s])]
+            diffs = tuple(100 * (metrics_of(x)[metric] - metrics_of(y)[metric]) for x, y in runs)
             if diffs:
-                out.append(Pair(capa, match, column, diffs, size[id(capa)], size[id(match)]))
+                flags = frozenset().union(*(run_flags(r) for pair in runs for r in pair))
+                out.append(Pair(capa, match, column, diffs, size[id(capa)], size[id(match)], flags))
     return out
 
 
@@ -92,5 +95,8 @@ def to_markdown(view: TableView, found: list[Pair]) -> str:
         ci = "—" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
         lines.append(f"| {p.capaboost.label} | {p.capaboost_params:,.0f} | {p.vanilla.label} | "
                      f"{p.vanilla_params:,.0f} | {p.column.label} | {mean:+.2f} | {ci} | {len(p.diffs)} | "
-                     f"{p.verdict} |")
-    return "\n".join(lines) + "\n"
+                     f"{p.verdict}{marks(p.flags)} |")
+    used = set().union(*(p.flags for p in found))
+    runs = [r for p in found for v in (p.capaboost, p.vanilla) if v.row for r in v.row.all_runs()]
+    lines += [""] + [f"- {note}" for note in mark_notes(used, runs)]
+    return "\n".join(lines).rstrip() + "\n"

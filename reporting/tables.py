@@ -267,15 +267,20 @@ def common_note(rows: list[Row]) -> list[str]:
     return [f"Every row: {', '.join(parts)}."] if parts and len(rows) > 0 else []
 
 
+def mark_notes(used: set[str], runs: list[dict[str, Any]]) -> list[str]:
+    """One line per mark in use, naming the selection rules behind any ‡."""
+    from .groups import selection_rule
+
+    rules = sorted({str(selection_rule(r)) for r in runs if "test_selected" in run_flags(r)})
+    return [f"{FLAGS[f][0]}: {FLAGS[f][1].format(rules=', '.join(rules))}" for f in FLAGS if f in used]
+
+
 def flag_notes(views: list[RowView], table: Table) -> list[str]:
     """One note per mark in use, then every conflicting duplicate and merged identical file."""
-    from .groups import selection_rule
 
     used = set().union(*(set(s.flags) for v in views for s in v.stats + v.extra_stats if s is not None),
                        *(set(v.params_flags) for v in views)) if views else set()
-    rules = sorted({str(selection_rule(r)) for v in views if v.row for r in v.row.all_runs()
-                    if "test_selected" in run_flags(r)})
-    notes = [f"{FLAGS[f][0]}: {FLAGS[f][1].format(rules=', '.join(rules))}" for f in FLAGS if f in used]
+    notes = mark_notes(used, [r for v in views if v.row for r in v.row.all_runs()])
     labels = {id(v.row): v.label for v in views if v.row is not None}
     for row, c in table.conflicts:
         notes.append(f"§ conflicting duplicates, {labels.get(id(row), '?')} {c.task} seed {c.seed} "
