@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import InitVar, asdict, dataclass, fields
 from typing import Any
 
@@ -16,9 +15,9 @@ class CapaBoostConfig:
     """One trainable weight per PEFT tensor, shared by ``d`` branches under static masks.
 
     ``d=1, density=1.0`` is the vanilla PEFT method. ``mask_seed`` seeds the masks only: the
-    official code keeps them fixed across training seeds, and so do we (``seed=`` is its old,
-    deprecated name). ``target_modules=None`` and ``modules_to_save=None`` pick the backbone's
-    defaults (``capaboost.backbones``). ``mask="nm"`` keeps N = density * nm_group of every
+    official code keeps them fixed across training seeds, and so do we (``seed=``, its first name,
+    is an alias that keeps working). ``target_modules=None`` and ``modules_to_save=None`` pick the
+    backbone's defaults (``capaboost.backbones``). ``mask="nm"`` keeps N = density * nm_group of every
     nm_group consecutive entries along each masked weight's last (input) axis: A's in_features
     and B's r for LoRA, so r must be a multiple of nm_group. ``dropout`` is LoRA's input dropout,
     drawn per branch; the adapter and prefix have none in the official code, so it is refused there.
@@ -28,7 +27,7 @@ class CapaBoostConfig:
     d: int = 2
     density: float = 0.5
     mask: str = "random"
-    mask_seed: int | None = None  # None: 0 (or the deprecated ``seed``)
+    mask_seed: int | None = None  # None: 0 (or the alias ``seed``)
     r: int = 8
     alpha: float = 16
     dropout: float = 0.0
@@ -42,9 +41,7 @@ class CapaBoostConfig:
     seed: InitVar[int | None] = None
 
     def __post_init__(self, seed: int | None) -> None:
-        if seed is not None:
-            warnings.warn("CapaBoostConfig(seed=...) is deprecated: use mask_seed=", DeprecationWarning,
-                          stacklevel=3)
+        if seed is not None:  # the public spec's name: it keeps working, silently
             if self.mask_seed is not None and self.mask_seed != seed:
                 raise ValueError(f"seed={seed!r} and mask_seed={self.mask_seed!r} differ: "
                                  f"give mask_seed only")
