@@ -15,7 +15,8 @@ class LoRALinear(nn.Module):
 
     ``init="peft"``: A ~ kaiming-uniform(a=sqrt 5) over fan_in=in_features (PEFT, loralib).
     ``init="official"``: the CapaBoost code builds A as ``nn.Linear(r, in)`` used transposed,
-    so its kaiming bound is 1/sqrt(r), about 10x larger at r=8. B starts at zero either way.
+    so its kaiming bound is 1/sqrt(r), about 10x larger at r=8; drawn in that [in, r] layout, so the
+    same generator state gives the authors' values. B starts at zero either way.
 
     ``rows=(start, stop)`` adapts only those output rows (q or v of a fused qkv projection): B is
     [stop - start, r] and delta W is zero elsewhere. ``base_layer`` may itself be a LoRALinear (v
@@ -39,9 +40,12 @@ class LoRALinear(nn.Module):
         factory = {"device": base_layer.weight.device}
         self.lora_A = nn.Parameter(torch.empty(r, in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(out_features, r, **factory))
-        bound = 1 / math.sqrt(r if init == "official" else in_features)
-        with torch.no_grad():
-            self.lora_A.uniform_(-bound, bound)  # == kaiming_uniform_(a=sqrt(5)) over that fan_in
+        with torch.no_grad():  # kaiming_uniform_(a=sqrt(5)) == uniform(+-1/sqrt(fan_in))
+            if init == "official":  # drawn as their [in, r] weight, then transposed: their values
+                self.lora_A.copy_(torch.empty(in_features, r, **factory).uniform_(-1 / math.sqrt(r),
+                                                                                  1 / math.sqrt(r)).T)
+            else:
+                self.lora_A.uniform_(-1 / math.sqrt(in_features), 1 / math.sqrt(in_features))
         # Masks are derived state (rebuilt from the seed), so not persistent in state_dict.
         self.register_buffer("mask_A", mask_A.to(factory["device"]), persistent=False)
         self.register_buffer("mask_B", mask_B.to(factory["device"]), persistent=False)

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "demo"
 ARM = "+sweep/demo_arm"
 # Fast mode (tests, a first look): one seed, the small-r pair, one short epoch on a few words.
-FAST = ["seed=42", f"{ARM}=lora_r3,capaboost_r4_d2", "trainer.epochs=1", "data.train_limit=64",
-        "data.eval_limit=32"]
+FAST = ["seed=42", "trainer.epochs=1", "data.train_limit=64", "data.eval_limit=32"]
+FAST_ARMS = {"demo": [f"{ARM}=lora_r3,capaboost_r4_d2"]}  # other sweeps: all their arms
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # unbuffered: the driver follows the logs
@@ -36,15 +36,18 @@ def log(msg: str) -> None:
 
 
 def run_sweep(name: str, extra: list[str], out: Path, workers: int) -> int:
-    """``run.py -m sweep=<name>`` with the arms split over ``workers`` processes; the number of failures."""
-    arms = next((o.split("=", 1)[1] for o in extra if o.startswith(f"{ARM}=")),
-                project_sweeps.params_of(name)[ARM]).split(",")
-    extra = [o for o in extra if not o.startswith(f"{ARM}=")]
-    total = len(project_sweeps.expand(name, [f"{ARM}={','.join(arms)}", *extra]))
+    """``run.py -m sweep=<name>`` with the arms split over ``workers`` processes; the number of failures.
+
+    The arms: the sweep's ``+sweep/...`` key with the most values (demo: ``+sweep/demo_arm``)."""
+    params = project_sweeps.params_of(name)
+    key = max((k for k in params if k.startswith("+sweep/")), key=lambda k: len(params[k].split(",")))
+    arms = next((o.split("=", 1)[1] for o in extra if o.startswith(f"{key}=")), params[key]).split(",")
+    extra = [o for o in extra if not o.startswith(f"{key}=")]
+    total = len(project_sweeps.expand(name, [f"{key}={','.join(arms)}", *extra]))
     (out / "logs").mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(min(workers, len(arms))):
-        cmd = [sys.executable, "run.py", "-m", f"sweep={name}", f"{ARM}={','.join(arms[i::workers])}", *extra,
+        cmd = [sys.executable, "run.py", "-m", f"sweep={name}", f"{key}={','.join(arms[i::workers])}", *extra,
                f"hydra.sweep.dir={out / 'multirun' / name / str(i)}"]
         path = out / "logs" / f"{name}_{i}.log"
         with open(path, "w") as fh:
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="1 seed, 2 arms, a few steps (the test suite's demo)")
     ap.add_argument("--tune", action="store_true",
                     help="run sweeps/demo_tune.yaml and write each arm's chosen lr into sweeps/demo_arm/")
+    ap.add_argument("--sweep", default=None, help="another demo sweep, e.g. demo_official_vs_ours (its runs "
+                    "and tables go to <out>/<sweep>/)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output root (default results/demo)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sweep processes")
     ap.add_argument("--skip-capacity", action="store_true", help="leave out the synthetic capacity check")
@@ -91,16 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--workers must be >= 1")
     t0, out = time.time(), args.out.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: stop the sweep processes too
-    name = "demo_tune" if args.tune else "demo"
+    if args.sweep and args.tune:
+        ap.error("--sweep and --tune exclude each other")
+    name = args.sweep or ("demo_tune" if args.tune else "demo")
+    data_root = out  # one converted data set for every demo sweep
+    if name != "demo" and not args.tune:  # another demo sweep: its own runs and tables, no capacity check
+        out, args.skip_capacity = out / name, True
     runs = out / ("tune/runs" if args.tune else "runs")
 
     log("== AFINN-165 valence -> GLUE-format (STS-B schema) data")
-    data = afinn.ensure(out / "data" / "afinn")
+    data = afinn.ensure(data_root / "data" / "afinn")
     for split, s in afinn.load_info(data.parent)["stats"].items():
         log(f"  {split:<10} {s['words']} words, label mean {s['label_mean']:.2f} std {s['label_std']:.2f}")
 
     log(f"== sweep {name}" + (" (fast)" if args.fast else ""))
-    extra = [f"runs_root={runs}", f"data.path={data.parent}"] + (FAST if args.fast else [])
+    extra = [f"runs_root={runs}", f"data.path={data.parent}"] + (FAST + FAST_ARMS.get(name, []) if args.fast
+                                                                 else [])
     failures = run_sweep(name, extra, out, args.workers)
 
     if args.tune:

@@ -1,5 +1,7 @@
 """Paired by seed: each CapaBoost row of a table against the vanilla row of its PEFT method nearest in
-PEFT parameters, column by column, on the seeds both rows have.
+PEFT parameters, column by column, on the seeds both rows have; and each row that sets one of our
+switches to the authors' side (``OURS``: docs/paper.md, "Faithful by default") against the row that
+is the same experiment with every switch on our side.
 
 One seed fixes the data order and the head's init for both rows, so much of the seed-to-seed spread
 cancels in the difference. The verdict reads the 95% Student-t interval of the mean difference
@@ -12,12 +14,17 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from tasks.config_schema import PeftConf, TaskConf, TrainerConf
+
 from .groups import Row, metrics_of, run_flags
 from .layout import Column
 from .render import marks
 from .tables import RowView, TableView, mark_notes
 
 LEVEL = 0.95
+# Our side of each switch that differs from the authors' code, by its key in a row's identity: the
+# schema's defaults (a key absent from the identity is at its default).
+OURS = {"capaboost.init": PeftConf.init, "trainer.clip": TrainerConf.clip, "task.report": TaskConf.report}
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Pair:
     capaboost_params: float
     vanilla_params: float
     flags: frozenset[str] = frozenset()  # run_flags of the runs used: the table's marks (†, ‡)
+    subject: str = "CapaBoost"  # what the verdict names: "CapaBoost", or "authors' side" (switch pairs)
 
     @property
     def interval(self) -> tuple[float, float, float]:
@@ -40,7 +48,7 @@ class Pair:
         mean, lo, hi = self.interval
         if math.isnan(lo):
             return "fewer than 2 seeds: no interval"
-        return "CapaBoost better" if lo > 0 else "CapaBoost worse" if hi < 0 else "within noise"
+        return f"{self.subject} better" if lo > 0 else f"{self.subject} worse" if hi < 0 else "within noise"
 
 
 def t_interval(diffs: tuple[float, ...] | list[float], level: float = LEVEL) -> tuple[float, float, float]:
@@ -61,16 +69,22 @@ def peft_params(row: Row) -> float | None:
 
 
 def pairs(view: TableView) -> list[Pair]:
+    """CapaBoost vs its matched vanilla row, then the authors' side of a switch vs ours."""
     size = {id(v): peft_params(v.row) for v in view.rows if v.kind == "ours" and v.row is not None}
     ours = [v for v in view.rows if size.get(id(v)) is not None]
-    out = []
+    matched = []
     for capa in (v for v in ours if v.key.get("capaboost")):
         vanilla = [v for v in ours if not v.key.get("capaboost") and v.key["method"] == capa.key["method"]]
-        if not vanilla:
-            continue
-        match = min(vanilla, key=lambda v: abs(size[id(v)] - size[id(capa)]))
+        if vanilla:
+            matched.append((capa, min(vanilla, key=lambda v: abs(size[id(v)] - size[id(capa)])), "CapaBoost"))
+    reference = {_without_switches(v): v for v in ours if _all_ours(v)}
+    for row in (v for v in ours if not _all_ours(v)):
+        if (base := reference.get(_without_switches(row))) is not None:
+            matched.append((row, base, "authors' side"))
+    out = []
+    for row, match, subject in matched:
         for column in view.layout.columns:
-            a, b = (v.row.cells.get(column.task) for v in (capa, match))
+            a, b = (v.row.cells.get(column.task) for v in (row, match))
             if a is None or b is None:
                 continue
             metric = column.metric
@@ -79,16 +93,38 @@ def pairs(view: TableView) -> list[Pair]:
             diffs = tuple(100 * (metrics_of(x)[metric] - metrics_of(y)[metric]) for x, y in runs)
             if diffs:
                 flags = frozenset().union(*(run_flags(r) for pair in runs for r in pair))
-                out.append(Pair(capa, match, column, diffs, size[id(capa)], size[id(match)], flags))
+                out.append(Pair(row, match, column, diffs, size[id(row)], size[id(match)], flags, subject))
     return out
 
 
+def _all_ours(view: RowView) -> bool:
+    return all(view.identity.get(key, value) == value for key, value in OURS.items())
+
+
+def _without_switches(view: RowView) -> str:
+    return repr(sorted((k, repr(v)) for k, v in view.identity.items() if k not in OURS))
+
+
 def to_markdown(view: TableView, found: list[Pair]) -> str:
-    lines = [f"# {view.title}: paired by seed", "",
-             "CapaBoost row − the vanilla row of its method nearest in PEFT parameters (x100), on the seeds "
-             f"both have; {LEVEL:.0%} Student-t interval of the mean difference; the verdict reads the "
-             "interval.", "",
-             "| CapaBoost | PEFT params | vs | PEFT params | column | difference | 95% CI | n | verdict |",
+    lines = [f"# {view.title}: paired by seed", ""]
+    capa = [p for p in found if p.subject == "CapaBoost"]
+    switch = [p for p in found if p.subject != "CapaBoost"]
+    if capa:
+        lines += _section(capa, "CapaBoost row − the vanilla row of its method nearest in PEFT parameters "
+                                "(x100)", "CapaBoost")
+    if switch:
+        lines += _section(switch, "A row with a switch on the authors' side − the same experiment with every "
+                                  "switch on ours (x100)", "authors' side")
+    used = set().union(*(p.flags for p in found))
+    runs = [r for p in found for v in (p.capaboost, p.vanilla) if v.row for r in v.row.all_runs()]
+    lines += [f"- {note}" for note in mark_notes(used, runs)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _section(found: list[Pair], what: str, head: str) -> list[str]:
+    lines = [f"{what}, on the seeds both have; {LEVEL:.0%} Student-t interval of the mean difference; the "
+             "verdict reads the interval.", "",
+             f"| {head} | PEFT params | vs | PEFT params | column | difference | 95% CI | n | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in found:
         mean, lo, hi = p.interval
@@ -96,7 +132,4 @@ def to_markdown(view: TableView, found: list[Pair]) -> str:
         lines.append(f"| {p.capaboost.label} | {p.capaboost_params:,.0f} | {p.vanilla.label} | "
                      f"{p.vanilla_params:,.0f} | {p.column.label} | {mean:+.2f} | {ci} | {len(p.diffs)} | "
                      f"{p.verdict}{marks(p.flags)} |")
-    used = set().union(*(p.flags for p in found))
-    runs = [r for p in found for v in (p.capaboost, p.vanilla) if v.row for r in v.row.all_runs()]
-    lines += [""] + [f"- {note}" for note in mark_notes(used, runs)]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines + [""]

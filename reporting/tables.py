@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.config_schema import TaskConf, TrainerConf
+
 from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
 from .layout import Layout
 from .paper import PaperRow
@@ -35,7 +37,8 @@ FLAGS: dict[str, tuple[str, str]] = {
     "head_included": ("*", "older result files without a PEFT-only count: effective trainable "
                            "parameters, task head included"),
 }
-DEFAULTS: dict[str, Any] = {"dropout": 0, "init": "peft", "mask_seed": 0,
+DEFAULTS: dict[str, Any] = {"dropout": 0, "init": "peft", "mask_seed": 0, "clip": TrainerConf.clip,
+                            "report": TaskConf.report,
                             "split_seed": 42, "grad_accum": 1, "precision": "fp32", "max_grad_norm": 1,
                             "lr_scheduler": "linear", "source": HUB, "eval_limit": None, "train_limit": None}
 

@@ -21,6 +21,7 @@ from tasks.config_schema import register  # noqa: F401  (re-exported: run.py, te
 from tasks.schema import VTAB_PROTOCOLS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/device.py)
+CLIP_MODES = ("true_norm", "official")  # official: the authors' global norm (tasks/clipping.py)
 DEVICES = ("auto", "cuda", "cpu")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
@@ -105,6 +106,7 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     _choice("model.kind", model["kind"], MODEL_KINDS)
     _choice("trainer.precision", trainer["precision"], PRECISIONS)
     _choice("trainer.device", trainer["device"], DEVICES)
+    _choice("trainer.clip", trainer["clip"], CLIP_MODES)
     if trainer["use_cpu"] and trainer["device"] == "cuda":
         raise ConfigError("trainer.use_cpu=true contradicts trainer.device=cuda (use trainer.device=cpu)")
     _choice("logger.name", logger["name"], LOGGERS)

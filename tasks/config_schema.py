@@ -68,6 +68,7 @@ class TrainerConf:
     precision: str = "auto"               # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     device: str = "auto"                  # auto | cuda | cpu (tasks/device.py)
     max_grad_norm: float = 1.0
+    clip: str = "true_norm"               # true_norm | official (d copies in the norm: tasks/clipping.py)
     lr_scheduler: str = "linear"
     logging_steps: int = 50
     save_total_limit: int = 2             # complete checkpoints kept (tasks.checkpoints rotates them)

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.config_schema import TrainerConf
+
 # Top-level config keys outside the identity (the sweep that launched a run is recorded, not hashed).
 NOT_IDENTITY = ("force", "runs_root", "logger", "recipe", "d", "density", "mask", "mask_seed", "peft",
                 "trainer", "sweep")
@@ -21,6 +23,9 @@ TRAINER_NOT_IDENTITY = ("progress", "logging_steps", "num_workers", "save_total_
                         "use_cpu", "device", "grad_accum", "save_every_steps", "save_every_minutes",
                         "wait_for_lock")
 HPARAMS_NOT_IDENTITY = ("grad_accum",)
+# Trainer keys added after runs existed: in the identity only when set away from this default, so
+# earlier runs keep their directories.
+TRAINER_IF_NOT_DEFAULT = {"clip": TrainerConf.clip}
 
 
 def digest(data: Any, n: int = 8) -> str:
@@ -38,7 +43,8 @@ def identity(config: dict[str, Any], peft_name: str, capaboost: dict[str, Any],
     out["capaboost_version"] = capaboost_version  # a new method revision (e.g. new masks) is a new run
     out["hparams"] = {k: v for k, v in hparams.items() if k not in HPARAMS_NOT_IDENTITY}
     out["trainer"] = {k: v for k, v in config["trainer"].items()
-                      if k not in trainer_from_recipe and k not in TRAINER_NOT_IDENTITY}
+                      if k not in trainer_from_recipe and k not in TRAINER_NOT_IDENTITY
+                      and TRAINER_IF_NOT_DEFAULT.get(k, object()) != v}
     return out
 
 

@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import clipping, device, distributed, evaluation, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -101,7 +101,8 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         per_device_eval_batch_size=tr["eval_batch_size"] or per_device,
         gradient_accumulation_steps=hp["grad_accum"], learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
         warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
-        lr_scheduler_type=hp["lr_scheduler"], max_grad_norm=hp["max_grad_norm"], optim="adamw_torch",
+        lr_scheduler_type=hp["lr_scheduler"], optim="adamw_torch",
+        max_grad_norm=0.0 if tr["clip"] == "official" else hp["max_grad_norm"],  # official: tasks.clipping
         fp16=placement.precision == "fp16", bf16=placement.precision == "bf16",
         eval_strategy="no", save_strategy="epoch", save_total_limit=None,  # rotated after the marker
         logging_strategy="steps", logging_steps=tr["logging_steps"],
@@ -166,6 +167,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
+    if spec.config["trainer"]["clip"] == "official":
+        steps.append(clipping.OfficialClip(model, spec.hparams["max_grad_norm"]))
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
                       callbacks=[epochs, *steps, complete, preemption, *callbacks])
     epochs.trainer = trainer

@@ -90,6 +90,31 @@ def test_peft_style_init() -> None:
     assert official.lora_A.abs().max() <= 0.5 and official.lora_A.abs().max() > 0.45
 
 
+@pytest.mark.parametrize("r", [1, 8])
+def test_official_init_is_the_authors_construction(r: int) -> None:
+    """The authors' A, written out (LINs-lab/CapaBoost a0d9963, src/transformers/adapters/lora.py
+    lines 50, 60, 367, 466): ``nn.Linear(r, in)`` re-initialised by ``kaiming_uniform_(a=sqrt 5)`` and
+    used as ``x @ weight``, so PEFT's [r, in] A is its transpose. Same generator state, same values;
+    the bound is torch's kaiming formula over fan_in = r (1.0 at SQuAD's r=1, 0.35 at r=8)."""
+    import math
+
+    in_f, out_f = 96, 32
+    base = nn.Linear(in_f, out_f)
+    masks = make_masks((r, in_f), 2, 0.5, seed=1), make_masks((out_f, r), 2, 0.5, seed=2)
+    torch.manual_seed(123)
+    ours = LoRALinear(base, r, 2 * r, *masks, init="official").lora_A.detach()
+    theirs = nn.Linear(r, in_f, bias=False)  # their lora_A[0]
+    torch.manual_seed(123)
+    nn.init.kaiming_uniform_(theirs.weight, a=math.sqrt(5))
+    assert theirs.weight.shape == (in_f, r)
+    assert torch.equal(ours, theirs.weight.detach().T)
+    bound = nn.init.calculate_gain("leaky_relu", math.sqrt(5)) * math.sqrt(3 / r)
+    assert abs(bound - 1 / math.sqrt(r)) < 1e-12
+    assert ours.abs().max() <= bound and ours.abs().max() > 0.95 * bound
+    x = torch.randn(5, in_f)  # their forward's first factor: x @ A.weight == x @ ours.T
+    torch.testing.assert_close(x @ theirs.weight, x @ ours.T)
+
+
 # ---------------------------------------------------------------- 2. stacked forward == loop
 def _layer(d: int, density: float, kind: str, dropout: float = 0.0, seed: int = 0) -> LoRALinear:
     torch.manual_seed(seed)
