@@ -174,7 +174,8 @@ def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
     """The recipe for this (model, task, method), overridden by whatever the command line set."""
     trainer, peft = c["trainer"], c["peft"]
     overrides = {k: trainer[k] for k in _FROM_RECIPE} | {k: peft[k] for k in _PEFT_FROM_RECIPE}
-    hparams = {**c["recipe"][method], **{k: v for k, v in overrides.items() if v is not None}}
+    recipe = {k: v for k, v in c["recipe"][method].items() if k != "protocol"}  # protocol: task.protocol's
+    hparams = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
     hparams.update(max_steps=trainer["max_steps"], grad_accum=trainer["grad_accum"],
                    precision=trainer["precision"], max_grad_norm=trainer["max_grad_norm"],
                    lr_scheduler=trainer["lr_scheduler"])

@@ -113,6 +113,8 @@ class MethodRecipe:
     reduction_factor: int = CapaBoostConfig.reduction_factor
     prefix_length: int = CapaBoostConfig.prefix_length
     prefix_hidden: int = CapaBoostConfig.prefix_hidden
+    protocol: str | None = None           # this method's task.protocol where the authors' differ by method
+                                          # (a recipe sets task.protocol: ${recipe.${peft.method}.protocol})
 
 
 @dataclass
