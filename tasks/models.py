@@ -153,7 +153,9 @@ class TimmClassifier(nn.Module):
 
 
 def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassifier, dict[str, Any]]:
-    """(classifier, preprocessing: image_size, mean, std); a local ``model.path`` is a timm checkpoint."""
+    """(classifier, preprocessing: image_size, mean, std); a local ``model.path`` is a timm checkpoint, or
+    an ``.npz`` in the original JAX layout. Mean and std are the checkpoint's own (timm's pretrained_cfg:
+    0.5, 0.5 for the ImageNet-21k ViT-B/16 checkpoints, i.e. pixels scaled to [-1, 1])."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -170,7 +172,9 @@ def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassif
         raise ValueError(f"model.kind={kind!r} is not an image model")
     path = model_cfg.get("path")
     vit = timm.create_model(model_cfg["hub_id"], pretrained=path is None, num_classes=num_classes)
-    if path:  # a checkpoint file: backbone weights only, the head is new (its class count differs)
+    if path and str(path).endswith(".npz"):  # the original JAX release (ViT-B_16.npz): timm's own reader
+        _load_npz(vit, str(path), model_cfg["hub_id"])
+    elif path:  # a checkpoint file: backbone weights only, the head is new (its class count differs)
         state = {k: v for k, v in timm.models.load_state_dict(path).items() if not k.startswith("head.")}
         missing, unexpected = vit.load_state_dict(state, strict=False)
         if [k for k in missing if not k.startswith("head.")] or unexpected:
@@ -180,3 +184,18 @@ def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassif
     prep = {"image_size": model_cfg.get("image_size") or cfg.get("input_size", (3, 224, 224))[-1],
             "mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5)))}
     return TimmClassifier(vit), prep
+
+
+def _load_npz(vit: nn.Module, path: str, name: str) -> None:
+    """Backbone weights from a Google JAX/Flax ``.npz`` (timm's ``load_pretrained``); the head stays new,
+    as with a state-dict checkpoint (timm would load a head whose class count happens to match)."""
+    import torch
+
+    head = {k: v.clone() for k, v in vit.get_classifier().state_dict().items()}
+    try:
+        vit.load_pretrained(path)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ValueError(f"model.path={path}: not a {name} checkpoint in the JAX .npz layout ({e})") from None
+    with torch.no_grad():
+        for k, v in vit.get_classifier().state_dict().items():
+            v.copy_(head[k])

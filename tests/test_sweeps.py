@@ -143,13 +143,14 @@ def test_sweep_list_cli() -> None:
 
 # What the authors' code ran, read from LINs-lab/CapaBoost at a0d9963 (docs/paper.md, "Faithful by default"),
 # written out here as the oracle: every run of every paper sweep must compose to it.
+BEST = "best_select_epoch"  # load_best_model_at_end in every GLUE script
 AUTHORS = {  # sweep: (precision, {method: protocol}, report)
-    "glue_roberta_base": ("fp16", {"lora": "split", "padapter": "split", "prefix": "split"}, "best_select_epoch"),
-    "glue_deberta_v3": ("fp16", {"lora": "dev", "padapter": "split"}, "best_select_epoch"),  # run_adapter.sh:198,202
-    "squad": ("fp32", {"lora": "dev", "padapter": "dev"}, "final_epoch"),  # run_qa.py: no --fp16, no best model
-    "fig1_rank_params": ("fp16", {"lora": "split"}, "best_select_epoch"),
-    "fig3_masks": ("fp16", {"lora": "split"}, "best_select_epoch"),
-    "fig4_r_by_d": ("fp16", {"lora": "split"}, "best_select_epoch"),
+    "glue_roberta_base": ("fp16", {"lora": "split", "padapter": "split", "prefix": "split"}, BEST),
+    "glue_deberta_v3": ("fp16", {"lora": "dev", "padapter": "split"}, BEST),  # run_adapter.sh:198,202
+    "squad": ("fp32", {"lora": "dev", "padapter": "dev"}, "final_epoch"),  # run_qa.py: no --fp16, no best
+    "fig1_rank_params": ("fp16", {"lora": "split"}, BEST),
+    "fig3_masks": ("fp16", {"lora": "split"}, BEST),
+    "fig4_r_by_d": ("fp16", {"lora": "split"}, BEST),
     "vtab": ("auto", {"lora": "final"}, "final_epoch"),  # no VTAB code: precision and protocol are ours
 }
 
@@ -167,7 +168,7 @@ def test_paper_sweeps_run_the_authors_behaviour(specs: dict) -> None:
             assert spec.protocol == protocols[spec.method], where
             assert spec.config["task"]["report"] == report, where
     main = [s for s in _specs("glue_roberta_base", specs) if s.method == "lora"]
-    assert {(s.hparams["r"], s.hparams["alpha"]) for s in main} == {(32, 48)}  # checkpoints/compute_metrics.py:117
+    assert {(s.hparams["r"], s.hparams["alpha"]) for s in main} == {(32, 48)}  # compute_metrics.py:117
     deb = _specs("glue_deberta_v3", specs)
     assert {(s.task, s.hparams["lr"], s.hparams["epochs"]) for s in deb if s.method == "lora"
             and s.task in ("glue/rte", "glue/qnli")} == {("glue/rte", 1.5e-3, 60), ("glue/qnli", 8e-4, 30)}

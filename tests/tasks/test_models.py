@@ -129,3 +129,67 @@ def test_trainer_model_state_dict_keeps_only_trainable_tensors():
     assert set(result.missing_keys) == set(wrapped._keys_to_ignore_on_save) and not result.unexpected_keys
     for key, value in wrapped.state_dict().items():
         assert torch.equal(value, target[key]), key
+
+
+def _jax_npz(vit, path) -> None:
+    """Write a timm ViT's weights in the original Google JAX layout (the ViT-B_16.npz key names and axis
+    orders: conv HWIO, dense [in, out], attention kernels [D, heads, head_dim]), written out by hand."""
+    import numpy as np
+
+    sd = {k: v.detach().numpy() for k, v in vit.state_dict().items()}
+    d, heads = vit.embed_dim, vit.blocks[0].attn.num_heads
+    out = {"embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+           "embedding/bias": sd["patch_embed.proj.bias"], "cls": sd["cls_token"],
+           "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+           "Transformer/encoder_norm/scale": sd["norm.weight"],
+           "Transformer/encoder_norm/bias": sd["norm.bias"],
+           "head/kernel": sd["head.weight"].T, "head/bias": sd["head.bias"]}
+    for i in range(len(vit.blocks)):
+        b, j = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        mha = j + "MultiHeadDotProductAttention_1/"
+        out |= {j + "LayerNorm_0/scale": sd[b + "norm1.weight"], j + "LayerNorm_0/bias": sd[b + "norm1.bias"],
+                j + "LayerNorm_2/scale": sd[b + "norm2.weight"], j + "LayerNorm_2/bias": sd[b + "norm2.bias"],
+                mha + "out/kernel": sd[b + "attn.proj.weight"].reshape(d, heads, -1).transpose(1, 2, 0),
+                mha + "out/bias": sd[b + "attn.proj.bias"]}
+        qkv = zip(("query", "key", "value"), np.split(sd[b + "attn.qkv.weight"], 3),
+                  np.split(sd[b + "attn.qkv.bias"], 3), strict=True)
+        for name, w, bias in qkv:
+            out[f"{mha}{name}/kernel"] = w.T.reshape(d, heads, d // heads)
+            out[f"{mha}{name}/bias"] = bias.reshape(heads, d // heads)
+        for r in range(2):
+            out[f"{j}MlpBlock_3/Dense_{r}/kernel"] = sd[f"{b}mlp.fc{r + 1}.weight"].T
+            out[f"{j}MlpBlock_3/Dense_{r}/bias"] = sd[f"{b}mlp.fc{r + 1}.bias"]
+    np.savez(path, **out)
+
+
+def test_original_jax_npz_checkpoint_loads_the_backbone_and_a_new_head(tmp_path):
+    """model.path=<...>.npz: the original ViT-B_16.npz layout, through timm's own JAX reader."""
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)
+    path = tmp_path / "ViT-Ti_16.npz"
+    _jax_npz(source, path)
+    model, prep = models.load_image({"kind": "timm", "hub_id": "vit_tiny_patch16_224", "path": str(path)}, 3)
+    mine = model.vit.state_dict()
+    for name, value in source.state_dict().items():
+        if not name.startswith("head."):
+            assert torch.equal(mine[name], value), name
+    assert not torch.equal(mine["head.weight"], source.state_dict()["head.weight"])  # a new head, same size
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(model.vit.forward_features(x), source.eval().forward_features(x))
+    bad = tmp_path / "bad.npz"
+    __import__("numpy").savez(bad, **{"embedding/kernel": __import__("numpy").zeros((16, 16, 3, 192))})
+    with pytest.raises(ValueError, match="model.path="):
+        models.load_image({"kind": "timm", "hub_id": "vit_tiny_patch16_224", "path": str(bad)}, 3)
+
+
+def test_vit_b16_is_the_original_in21k_checkpoint_with_its_normalisation():
+    import timm
+
+    from tasks.sweeps import CONF
+
+    conf = __import__("yaml").safe_load((CONF / "model" / "vit-b16.yaml").read_text())["model"]
+    assert conf["hub_id"] == "vit_base_patch16_224.orig_in21k"
+    cfg = timm.models.get_pretrained_cfg(conf["hub_id"])
+    assert (cfg.mean, cfg.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
