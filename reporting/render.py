@@ -101,7 +101,7 @@ def to_csv(view: TableView) -> str:
                + [f"{c.key}:{part}" for c in lay.extra for part in ("mean", "std", "n", "flags")]
                + [x for g in lay.groups for x in (g, f"{g}:paper")]
                + ["avg", "avg_min_n", "avg_flags", "avg_paper", "avg_groups", "rank", "params_pct",
-                  "params_flags", "params_pct_paper", "reference"])
+                  "params_flags", "params_pct_paper", "reference", "params_pct_training"])
 
     def num(x: float | None) -> str:
         return "" if x is None else f"{x:.4f}"
@@ -124,7 +124,7 @@ def to_csv(view: TableView) -> str:
         w.writerow([view.name, r.kind, r.label, *fields, ident] + parts
                    + [num(r.avg.value), "" if r.avg.n is None else r.avg.n, flags(r.avg.flags),
                       num(r.avg_paper), num(r.avg_groups.value), num(r.rank), num(r.params_pct),
-                      flags(r.params_flags), num(r.params_paper), r.reference])
+                      flags(r.params_flags), num(r.params_paper), r.reference, num(r.params_pct_training)])
     return buf.getvalue()
 
 

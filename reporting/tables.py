@@ -65,6 +65,7 @@ class RowView:
     avg_groups: Avg = field(default_factory=lambda: Avg(None))
     params_pct: float | None = None
     params_flags: frozenset[str] = frozenset()
+    params_pct_training: float | None = None  # prefix: with the training-time MLP (.csv only)
     params_paper: float | None = None
     rank: float | None = None
     reference: str = ""
@@ -174,16 +175,18 @@ def _sort_key(row: Row) -> tuple:
             tuple((k, _natural(v)) for k, v in sorted(row.identity.items())))
 
 
-def params_pct(runs: list[dict[str, Any]]) -> tuple[float | None, frozenset[str]]:
+def params_pct(runs: list[dict[str, Any]], training: bool = False) -> tuple[float | None, frozenset[str]]:
     """PEFT weights / frozen backbone weights (total - trainable), %, mean over runs.
 
-    `params["peft"]` (PEFT-module entries some mask keeps, no task head) is the paper's count;
-    older files only have `effective` (head included): used and flagged."""
+    `params["peft"]` (PEFT-module entries some mask keeps, no task head) is the paper's count; for
+    prefix tuning the tables use `prefix_inference` (length x 2 x layers x hidden: what inference keeps,
+    what PEFT papers quote) unless ``training`` (the count with the reparameterisation MLP, .csv only).
+    Older files only have `effective` (head included): used and flagged."""
     pcts, flags = [], set()
     for run in runs:
         p = run.get("params") or {}
         tot, tr = p.get("total"), p.get("trainable") or 0
-        count = p.get("peft")
+        count = p.get("peft") if training or "prefix_inference" not in p else p["prefix_inference"]
         if not isinstance(count, (int, float)) or isinstance(count, bool):
             count = p.get("effective")
             if isinstance(count, (int, float)):
@@ -233,7 +236,7 @@ def build_view(table: Table, layout: Layout, paper_rows: list[PaperRow]) -> Tabl
         pct, pflags = params_pct(runs)
         view = RowView(label, "ours", row.canonical, row.identity, stats,
                        [paper.values.get(c.key) if paper else None for c in layout.columns],
-                       params_pct=pct, params_flags=pflags,
+                       params_pct=pct, params_flags=pflags, params_pct_training=params_pct(runs, True)[0],
                        params_paper=paper.values.get("params_pct") if paper else None,
                        rank=measured_rank(runs), reference=paper.reference if paper else "",
                        extra_stats=extra, row=row)
@@ -330,6 +333,11 @@ def _notes(table: Table, layout: Layout) -> list[str]:
              "selection split, measured on the report split; (n=k): fewer than 3 seeds; —: no run."]
     notes.append("Params %: PEFT weights kept by some mask (task head excluded) / frozen backbone "
                  "weights (total - trainable).")
+    runs = [r for row in table.rows.values() for r in row.all_runs()]
+    if any("prefix_inference" in (r.get("params") or {}) for r in runs):
+        notes.append("Params % of prefix rows: the prefix kept at inference (prefix length x 2 x layers x "
+                     "hidden), as PEFT papers quote it; with the training-time reparameterisation MLP: "
+                     "params_pct_training in the .csv, params in result.json.")
     if layout.rank:
         notes.append("Rank: measured rank of ΔW (LoRA layers), mean over layers and runs; — for methods "
                      "without a LoRA update.")

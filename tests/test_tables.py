@@ -567,3 +567,53 @@ def test_paired_file_matches_scipys_paired_t_test(tmp_path: Path) -> None:
     text = read(tmp_path / "w", "glue_roberta_base-x-paired.md")
     assert "| CapaBoost worse‡ |" in text  # one LoRA seed chose its epoch on the test set: the table's mark
     assert "- ‡: at least one seed chose its epoch on the test set (selection rule best_test_epoch)" in text
+
+
+def test_prefix_params_pct_is_the_inference_prefix(tmp_path: Path) -> None:
+    """Prefix rows: Params % = the prefix kept at inference (64 x 2 x 12 x 768 = 1,179,648 of RoBERTa-base's
+    ~124.6M frozen weights), not the training-time MLP count; that one stays in the .csv and result.json."""
+    runs = tmp_path / "runs"
+    inference, training, frozen = 64 * 2 * 12 * 768, 10_431_744, 124_645_632
+    params = {"trainable": training + 1000, "peft": training, "effective": training + 1000,
+              "total": frozen + training + 1000, "prefix_inference": inference}
+    for seed in (42, 43):
+        put(runs, f"p{seed}", result("glue/rte", "prefix", seed, {"accuracy": 0.7}, params=params))
+    make_tables([runs], tmp_path / "out", figures=False)
+    md = read(tmp_path / "out", "glue_roberta_base.md")
+    assert md_row(md, "Prefix")[-1] == f"{100 * inference / frozen:.3g}" == "0.946"
+    assert "Params % of prefix rows: the prefix kept at inference" in md
+    c = csv_rows(tmp_path / "out" / "tables" / "glue_roberta_base.csv")[-1]
+    assert float(c["params_pct"]) == pytest.approx(100 * inference / frozen, abs=1e-4)
+    assert float(c["params_pct_training"]) == pytest.approx(100 * training / frozen, abs=1e-4)
+
+
+def test_switch_rows_pair_with_the_same_experiment_on_our_side(tmp_path: Path) -> None:
+    """A row with a switch on the authors' side (peft.init=official, trainer.clip=official, task.report=
+    final_epoch) pairs, by seed, with the row that is the same experiment with every switch on ours; the
+    interval is scipy's ttest_rel one. Rows that differ in anything else do not pair."""
+    import numpy as np
+    from scipy import stats
+
+    seeds = [42, 43, 44, 45, 46]
+    ours = [0.80, 0.82, 0.79, 0.81, 0.83]
+    arms = {"ours": ({}, ours), "init": ({"capaboost.init": "official"}, [0.77, 0.80, 0.78, 0.78, 0.80]),
+            "clip": ({"trainer.clip": "official"}, [0.81, 0.81, 0.80, 0.82, 0.82]),
+            "other_lr": ({"trainer.lr": 0.1}, [0.5] * 5)}  # not a switch: no pair
+    for arm, (changes, xs) in arms.items():
+        for seed, x in zip(seeds, xs, strict=True):
+            res = result("glue/stsb", "capaboost_lora", seed, {"pearson": x}, r=4, identity=True,
+                         sweeps=["x"], params={"trainable": 700, "peft": 305, "total": 10**6})
+            for key, value in changes.items():
+                section, leaf = key.split(".")
+                res["identity"].setdefault(section, {})[leaf] = value
+            put(tmp_path / "runs", f"{arm}-{seed}", res)
+    make_tables([tmp_path / "runs"], tmp_path)
+    text = read(tmp_path, "glue_roberta_base-x-paired.md")
+    assert "every switch on ours" in text and "| authors' side |" in text
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in text.splitlines() if "| STS-B P |" in ln]
+    assert [r[0] for r in rows] == ["CapaBoost-LoRA (d=2, density=0.5, init=official)",
+                                    "CapaBoost-LoRA (d=2, density=0.5, clip=official)"]
+    assert {r[2] for r in rows} == {"CapaBoost-LoRA (d=2, density=0.5)"}
+    for row, arm, verdict in ((rows[0], "init", "authors' side worse"), (rows[1], "clip", "within noise")):
+        oracle = stats.ttest_rel(100 * np.array(arms[arm][1]), 100 * np.array(ours)).confidence_interval(0.95)
+        assert row[6] == f"[{oracle.low:+.2f}, {oracle.high:+.2f}]" and row[8] == verdict
