@@ -254,3 +254,30 @@ def test_fast_demo_end_to_end_twice_gives_identical_numbers(tmp_path: Path) -> N
     again = subprocess.run([*cmd, "--skip-capacity", "--out", str(tmp_path / "a")], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already completed") == 2
+
+
+@pytest.mark.slow
+def test_official_vs_ours_ablation_short_version(tmp_path: Path) -> None:
+    """sweeps/demo_official_vs_ours.yaml, fast: one seed, each switch's arm trains, is recorded with its
+    switch, and `make tables` pairs it with the `ours` arm (one seed: no interval yet)."""
+    cmd = [sys.executable, "scripts/demo.py", "--fast", "--sweep", "demo_official_vs_ours",
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "demo_official_vs_ours"
+    runs = {}
+    for path in (out / "runs").rglob("result.json"):
+        r = json.loads(path.read_text())
+        c = r["config"]
+        runs[(c["peft"]["init"], c["trainer"]["clip"], c["task"]["report"])] = r
+    best = "best_select_epoch"
+    ours = runs.pop(("peft", "true_norm", best))
+    assert set(runs) == {("official", "true_norm", best), ("peft", "official", best),
+                         ("peft", "true_norm", "final_epoch")}
+    assert runs[("official", "true_norm", best)]["history"] != ours["history"]  # another A
+    assert runs[("peft", "true_norm", "final_epoch")]["selection"]["rule"] == "final_epoch"
+    (paired,) = (out / "tables").glob("*-paired.md")
+    text = paired.read_text()
+    for label in ("init=official", "clip=official", "report=final_epoch"):
+        assert f"CapaBoost-LoRA (d=2, density=0.5, {label})" in text, text
+    assert text.count("fewer than 2 seeds: no interval") == 3 * 2  # 3 switches x Pearson, Spearman
