@@ -78,8 +78,9 @@ class Planner:
         self._built, self._traces = _BUILT, _TRACES
 
     def _build(self, spec: Any, precision: str) -> Built:
-        key = json.dumps([spec.config["model"], spec.family, num_outputs(spec), spec.capaboost_config, precision,
-                          spec.config["trainer"]["gradient_checkpointing"]], sort_keys=True, default=str)
+        key = json.dumps([spec.config["model"], spec.family, num_outputs(spec), spec.capaboost_config,
+                          precision, spec.config["trainer"]["gradient_checkpointing"]], sort_keys=True,
+                         default=str)
         if key not in self._built:
             try:
                 self._built[key] = build(spec, precision)
