@@ -78,13 +78,11 @@ def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
     import transformers
 
     kw = {"num_labels": labels}
-    if model_cfg["kind"] == "tiny":
-        h = model_cfg["hidden_size"]
-        return transformers.RobertaConfig(
-            vocab_size=model_cfg.get("vocab_size") or 2000, hidden_size=h,
-            num_hidden_layers=model_cfg["num_layers"], num_attention_heads=model_cfg["num_heads"],
-            intermediate_size=model_cfg["intermediate_size"], max_position_embeddings=4096, type_vocab_size=1,
-            pad_token_id=1, **kw)
+    if model_cfg["kind"] == "tiny":  # the runner's own tiny architecture, at its full vocabulary
+        from tasks.models import SPECIALS, tiny_text_config
+
+        ids = [SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>")]
+        return tiny_text_config(model_cfg, model_cfg.get("vocab_size") or 2000, 4094, *ids, **kw)
     arch = facts.architecture(model_cfg["name"])
     return getattr(transformers, arch["config_class"])(**arch["config"], **kw)
 
@@ -134,10 +132,12 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
     return text
 
 
-def build(spec: Any) -> Built:
-    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts."""
+def build(spec: Any, precision: str = "fp32") -> Built:
+    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts;
+    weights in the dtypes and with the activation checkpointing the runner gives them at ``precision``."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    from tasks.models import ready_for_training
     from tasks.runner import attach_peft
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
@@ -150,6 +150,7 @@ def build(spec: Any) -> Built:
             head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
+        ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"])
     _put_real_masks(model, drawn)
     numbers = capaboost.count_parameters(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
