@@ -74,11 +74,11 @@ def run_one(cmd: list[str], cwd: str, env: dict[str, str], log: str, stop: str,
                     out["stopped"] = True
                 time.sleep(poll_s)
     except KeyboardInterrupt:   # ray.cancel(): the driver is stopping
-        out["stopped"] = True
         if proc is not None:
-            if proc.poll() is None:
+            if proc.poll() is None and not out["stopped"]:   # one signal: a second one skips the checkpoint
                 proc.send_signal(signal.SIGTERM)
             proc.wait()
+        out["stopped"] = True
     out["rc"] = None if proc is None else proc.returncode
     out["ended"] = time.time()
     out["tail"] = tail(log_path) if log_path.exists() else []
