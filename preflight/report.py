@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from preflight import facts
+from preflight import cost, facts
 from preflight.plan import RunCheck, Target
 
 
@@ -58,3 +58,13 @@ def summary(name: str, rows: list[RunCheck], target: Target) -> str:
                  f"text at max_seq_length (padded worst case); GPU-h = FLOPs / ({target.gpu} peak x MFU "
                  f"{g['mfu']}), training + per-epoch evaluation")
     return "\n".join(lines)
+
+
+def wall_time(rows: list[RunCheck], gpus: int) -> str:
+    """The sweep's wall time on ``gpus`` GPUs (cost.wall_hours), beside its GPU-hours."""
+    hours = [r.gpu_hours for r in rows if r.gpu_hours is not None]
+    if not hours:
+        return f"wall time on {gpus} GPUs: no run has an estimate"
+    total, wall = sum(hours), cost.wall_hours(hours, gpus)
+    return (f"wall time on {gpus} GPUs: {wall:,.1f} h ({len(hours)} runs, longest first, one per GPU; "
+            f"{total:,.1f} GPU-hours / {gpus} = {total / gpus:,.1f} h, longest run {max(hours):,.1f} h)")
