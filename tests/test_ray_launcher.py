@@ -1,4 +1,4 @@
-"""hydra/launcher=ray on this machine's CPUs: a local Ray with 2 declared GPUs, tiny runs with trainer.device=cpu.
+"""hydra/launcher=ray on CPUs: a local Ray with 2 declared GPUs, tiny runs on trainer.device=cpu.
 
 One Ray cluster is started here for the module (Ray's start is the slow part); each test's driver is a real
 ``python run.py -m ... hydra/launcher=ray`` that attaches to it. The oracles are independent of the launcher:
@@ -39,7 +39,8 @@ def launch(cluster: str, sweep_dir: Path, *overrides: str, wait: bool = True):
            f"hydra.launcher.ray.init.address={cluster}", f"hydra.sweep.dir={sweep_dir}",
            "hydra.launcher.poll_s=0.2"]
     env = {**os.environ, **OFFLINE}   # as ray.init left it: how to authenticate to the cluster
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     if not wait:
         return proc
     out, _ = proc.communicate(timeout=900)
@@ -161,3 +162,28 @@ def test_the_same_sweep_launched_twice_at_once_trains_each_run_once(cluster, tmp
         assert seen.count("done") == 1 and set(seen) <= {"done", "held", "skipped"}, (name, seen)
     got = results(root)
     assert len(got) == 2 and all(r["resumed_from"] is None for r in got.values())
+
+
+def test_sigterm_on_the_driver_stops_the_runs_with_a_checkpoint(cluster, tmp_path):
+    """Each run holds both GPUs, so one trains and one waits; on SIGTERM the first saves a checkpoint and
+    stops, the second never starts, and the driver exits 128+15."""
+    root = tmp_path / "runs"
+    over = [f"runs_root={root}", "seed=21,22", "trainer.epochs=40", "hydra.launcher.ray.remote.num_gpus=2"]
+    proc = launch(cluster, tmp_path / "sweep", *over, wait=False)
+    deadline, status = time.time() + 600, {}
+    while time.time() < deadline and proc.poll() is None and not status.get("step"):
+        found = list(root.rglob("status.json"))
+        status = json.loads(found[0].read_text() or "{}") if found else {}
+        time.sleep(0.05)
+    assert status.get("step"), proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "caught SIGTERM" in out
+    rows = summary(tmp_path / "sweep", out)
+    assert sorted(r["state"] for r in rows) == ["stopped", "stopped"] and not results(root)
+    (run_dir,) = [p.parent for p in root.rglob("status.json")]   # the second run never started
+    stopped = json.loads((run_dir / "status.json").read_text())
+    assert (stopped["status"], stopped["signal"]) == ("preempted", "SIGTERM") and stopped["step"] > 0
+    assert (run_dir / "checkpoints" / f"checkpoint-{stopped['step']}").is_dir()
+    assert not any(Path(r["log"]).exists() for r in rows if r["rc"] is None)
