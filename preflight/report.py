@@ -9,8 +9,9 @@ from preflight.plan import RunCheck, Target
 
 def varying(rows: list[RunCheck]) -> list[str]:
     """Short run ids: only the overrides that differ between the sweep's runs."""
-    common = set.intersection(*(set(r.overrides) for r in rows)) if rows else set()
-    return [" ".join(o for o in r.overrides if o not in common) or "(single run)" for r in rows]
+    from tasks.sweeps import varying as names
+
+    return names([r.overrides for r in rows])
 
 
 def _num(n: float | None, fmt: str) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from tasks.sweeps import ROOT  # the repository: run.py and conf/
+from tasks.sweeps import ROOT, varying  # ROOT: the repository, with run.py
 
 HELD, CONFIG_ERROR = 75, 2
 STATES = ("done", "skipped", "failed", "held", "stopped")   # how a run ended, as the summary counts
@@ -58,11 +58,6 @@ class Run:
     ended: float | None = None
     rc: int | None = None
     history: list[str] = field(default_factory=list)   # what each earlier attempt ended with
-
-
-def varying(batch: Sequence[Sequence[str]]) -> list[str]:
-    common = set.intersection(*(set(o) for o in batch)) if len(batch) > 1 else set()
-    return [" ".join(o for o in overrides if o not in common) or " ".join(overrides) for overrides in batch]
 
 
 def classify(out: dict[str, Any], stopping: bool) -> tuple[str, str]:
@@ -117,7 +112,6 @@ class Driver:
         from tasks import ray_worker as worker
 
         launch_dir = Path(self.log_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        launch_dir.mkdir(parents=True, exist_ok=True)
         stop_file = launch_dir / "STOP"
         names = varying(job_overrides)
         runs = [Run(initial_job_idx + i, list(o), names[i], str(launch_dir / f"{initial_job_idx + i}.log"))
@@ -125,13 +119,19 @@ class Driver:
 
         init = {k: v for k, v in (self.ray_cfg.get("init") or {}).items() if v is not None}
         remote = {k: v for k, v in (self.ray_cfg.get("remote") or {}).items() if v is not None}
-        started_ray = not ray.is_initialized()
+        started_ray = not ray.is_initialized()   # ours to shut down (a local Ray) or to disconnect from
         if started_ray:
-            ray.init(**init)
+            try:
+                ray.init(**init)
+            except (ValueError, ConnectionError, RuntimeError) as error:  # bad keys, no cluster, no token
+                first = next((ln for ln in str(error).splitlines() if ln.strip()), type(error).__name__)
+                print(f"config error: hydra.launcher.ray.init {init}: {first.strip()}", file=sys.stderr)
+                raise SystemExit(2) from None
         try:
             self._check_resources(ray, remote, init)
             cloudpickle.register_pickle_by_value(worker)   # workers need no import path to this repo
             task = ray.remote(**{**remote, "max_retries": 0})(worker.run_one)   # retries are ours
+            launch_dir.mkdir(parents=True, exist_ok=True)
             total = ray.cluster_resources()
             where = f"attached to {init['address']}" if init.get("address") else "local Ray"
             print(f"ray: {len(runs)} runs, each holding {remote.get('num_gpus', 0):g} GPU and "

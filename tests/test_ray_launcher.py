@@ -105,6 +105,15 @@ def test_four_runs_two_at_a_time_on_their_own_gpus_equal_to_sequential(cluster, 
         same_numbers(ref[key], got[key])
 
 
+def test_a_run_asking_for_more_gpus_than_the_cluster_has_stops_the_launch_in_one_line(cluster, tmp_path):
+    rc, out = launch(cluster, tmp_path / "sweep", f"runs_root={tmp_path / 'runs'}", "seed=1,2",
+                     "hydra.launcher.ray.remote.num_gpus=3")
+    assert rc == 2, out[-3000:]
+    assert "config error: each run asks for 3 GPU (hydra.launcher.ray.remote.num_gpus) but the Ray cluster " \
+           "has 2" in out and "Traceback" not in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "sweep" / "ray").exists()
+
+
 def test_a_config_error_is_tried_once_and_named_while_the_other_run_finishes(cluster, tmp_path):
     root = tmp_path / "runs"
     # grad_accum=3 does not divide the batch of 8: a config error (exit 2) in that run only
@@ -142,6 +151,9 @@ def test_a_worker_killed_mid_training_is_retried_and_resumes(cluster, tmp_path):
     assert "lost (" in out and "starting it again" in out
     (row,) = summary(tmp_path / "sweep", out)
     assert (row["state"], row["attempts"]) == ("done", 2)
+    # the run learned of its worker's death (parent-death signal) and saved the step it was on
+    log = Path(row["log"]).read_text()
+    assert "caught SIGTERM" in log and "resume continues from checkpoint-" in log
     (resumed,) = results(root).values()
     assert resumed["resumed_from"] and "checkpoint-" in resumed["resumed_from"]
     same_numbers(run([*RUN, *over], tmp_path / "uninterrupted"), resumed)
