@@ -60,7 +60,7 @@ class Run:
     history: list[str] = field(default_factory=list)   # what each earlier attempt ended with
 
 
-def classify(out: dict[str, Any], stopping: bool) -> tuple[str, str]:
+def classify(out: dict[str, Any]) -> tuple[str, str]:
     """(state, one-line reason) of what the worker reported."""
     rc, lines = out["rc"], out["tail"]
     last = lines[-1] if lines else ""
@@ -198,7 +198,7 @@ class Driver:
                     break
                 for ref in ready:
                     run = pending.pop(ref)
-                    self._finish(ray, ref, run, stopping=bool(signals))
+                    self._finish(ray, ref, run)
                     if run.state == "lost" and run.attempts <= self.max_retries and not signals:
                         run.history.append(run.reason)
                         print(f"ray: {run.name}: lost ({run.reason}); starting it again "
@@ -217,7 +217,7 @@ class Driver:
                 signal.signal(s, handler)
         return signals[0] if signals else None
 
-    def _finish(self, ray: Any, ref: Any, run: Run, stopping: bool) -> None:
+    def _finish(self, ray: Any, ref: Any, run: Run) -> None:
         from ray.exceptions import RayTaskError, TaskCancelledError
 
         try:
@@ -231,7 +231,7 @@ class Driver:
         except Exception as error:  # noqa: BLE001 -- a worker or node died, the object was lost, ...
             run.state, run.reason = "lost", f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
             return
-        run.state, run.reason = classify(out, stopping)
+        run.state, run.reason = classify(out)
         run.rc, run.host, run.cuda_visible_devices = out["rc"], out["host"], out["cuda_visible_devices"]
         run.started, run.ended = out["started"], out["ended"]
 
