@@ -35,7 +35,8 @@ sweep-list: install
 
 # Every run of a sweep checked offline before it reaches a GPU (config, data source, tokenizer packages,
 # parameter counts, peak memory vs GPU_MEM, FLOPs, GPU-hours): make preflight NAME=squad GPU_MEM=24 [GPU=H100]
+# [GPUS=8: the wall time with 8 runs at once, e.g. hydra/launcher=ray on an 8-GPU server]
 preflight: install
 	@test -n "$(GPU_MEM)" || { echo "make preflight needs GPU_MEM=<GiB>, e.g. GPU_MEM=24" >&2; exit 2; }
-	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(ARGS)
+	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
 

@@ -1,4 +1,4 @@
-"""``make preflight NAME=<sweep> GPU_MEM=<GiB> [GPU=<name>] [ARGS="<overrides>"]``.
+"""``make preflight NAME=<sweep> GPU_MEM=<GiB> [GPU=<name>] [GPUS=<n>] [ARGS="<overrides>"]``.
 
 Exit 0: every run can start and fits; 1: some run cannot start or does not fit (named, with its fix);
 2: bad input (unknown sweep or GPU, a run that does not compose), one line.
@@ -19,6 +19,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     p.add_argument("--gpu-mem", type=float, required=True, help="GiB of GPU memory per run")
     p.add_argument("--gpu", default=None, help="GPU for peak throughput and precision (gpus.yaml)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs running the sweep at once, one run each "
+                   "(a Ray cluster, an 8-GPU server, a SLURM array): prints the wall time")
     return p.parse_intermixed_args(argv)
 
 
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         facts.gpu(gpu)
         if not args.gpu_mem > 0:
             raise ValueError(f"GPU_MEM={args.gpu_mem:g} must be > 0 (GiB)")
+        if args.gpus is not None and args.gpus < 1:
+            raise ValueError(f"GPUS={args.gpus} must be >= 1")
         target = Target(gpu, args.gpu_mem)
         rows = check_sweep(args.name, args.overrides, target)
     except (KeyError, ValueError, FileNotFoundError) as error:
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report.table(rows, target))
     print(report.summary(args.name, rows, target))
+    if args.gpus:
+        print(report.wall_time(rows, args.gpus))
     bad = failing(rows)
     for r in bad:
         why = "; ".join(r.problems) or (f"needs {r.need_gib:.1f} GiB > {target.gpu_mem:g}: "

@@ -61,3 +61,15 @@ def schedule(spec: Any, per_device: int, grad_accum: int) -> tuple[int, int]:
 def gpu_hours(flops: float, tflops: float, mfu: float) -> float:
     """FLOPs / (peak x MFU), in hours."""
     return flops / (tflops * 1e12 * mfu) / 3600
+
+
+def wall_hours(hours: list[float], gpus: int) -> float:
+    """Hours until the last run ends on ``gpus`` GPUs, one run per GPU at a time, the runs taken longest
+    first, each onto the GPU that frees first (LPT: within 4/3 of the best order; the longest run and
+    GPU-hours / gpus are floors)."""
+    import heapq
+
+    free = [0.0] * gpus
+    for h in sorted(hours, reverse=True):
+        heapq.heapreplace(free, free[0] + h)
+    return max(free)

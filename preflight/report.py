@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from preflight import facts
+from preflight import cost, facts
 from preflight.plan import RunCheck, Target
 
 
 def varying(rows: list[RunCheck]) -> list[str]:
     """Short run ids: only the overrides that differ between the sweep's runs."""
-    common = set.intersection(*(set(r.overrides) for r in rows)) if rows else set()
-    return [" ".join(o for o in r.overrides if o not in common) or "(single run)" for r in rows]
+    from tasks.sweeps import varying as names
+
+    return names([r.overrides for r in rows])
 
 
 def _num(n: float | None, fmt: str) -> str:
@@ -58,3 +59,13 @@ def summary(name: str, rows: list[RunCheck], target: Target) -> str:
                  f"text at max_seq_length (padded worst case); GPU-h = FLOPs / ({target.gpu} peak x MFU "
                  f"{g['mfu']}), training + per-epoch evaluation")
     return "\n".join(lines)
+
+
+def wall_time(rows: list[RunCheck], gpus: int) -> str:
+    """The sweep's wall time on ``gpus`` GPUs (cost.wall_hours), beside its GPU-hours."""
+    hours = [r.gpu_hours for r in rows if r.gpu_hours is not None]
+    if not hours:
+        return f"wall time on {gpus} GPUs: no run has an estimate"
+    total, wall = sum(hours), cost.wall_hours(hours, gpus)
+    return (f"wall time on {gpus} GPUs: {wall:,.1f} h ({len(hours)} runs, longest first, one per GPU; "
+            f"{total:,.1f} GPU-hours / {gpus} = {total / gpus:,.1f} h, longest run {max(hours):,.1f} h)")

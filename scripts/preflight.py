@@ -1,4 +1,4 @@
-"""`make preflight NAME=<sweep> GPU_MEM=<GiB> [GPU=<name>] [ARGS=...]`: check every run of a sweep offline."""
+"""`make preflight NAME=<sweep> GPU_MEM=<GiB> [GPU=<name>] [GPUS=<n>] [ARGS=...]`: check a sweep offline."""
 import sys
 from pathlib import Path
 

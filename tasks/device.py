@@ -104,8 +104,10 @@ def place(trainer: Mapping[str, Any]) -> Placement:
 
 
 def record(placement: Placement) -> dict[str, Any]:
-    """result.json's device fields: the GPU's name (or "cpu"), the precision used, peak GPU memory."""
-    out: dict[str, Any] = {"device": placement.name, "precision": placement.precision}
+    """result.json's device fields: the GPU's name (or "cpu"), the precision used, peak GPU memory, and
+    ``CUDA_VISIBLE_DEVICES`` as the run saw it (what a launcher such as Ray or SLURM gave this run)."""
+    out: dict[str, Any] = {"device": placement.name, "precision": placement.precision,
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     if placement.device == "cuda":
         import torch
 

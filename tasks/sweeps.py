@@ -8,6 +8,7 @@ launch, without composing a config or touching a GPU.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,12 @@ def expand(name: str, extra: list[str] | None = None, sweeps_dir: Path = SWEEPS)
     overrides = [o for o in overrides if not o.is_hydra_override()]
     (batch,) = BasicSweeper.split_arguments(overrides, None)
     return batch
+
+
+def varying(batch: Sequence[Sequence[str]]) -> list[str]:
+    """Short names for a sweep's runs: only the overrides that differ between them."""
+    common = set.intersection(*(set(o) for o in batch)) if batch else set()
+    return [" ".join(o for o in overrides if o not in common) or "(single run)" for overrides in batch]
 
 
 def is_group(key: str, conf: Path = CONF) -> bool:

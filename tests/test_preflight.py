@@ -167,11 +167,37 @@ def test_steps_and_eval_examples_by_hand(tmp_path: Path) -> None:
     assert cost.schedule(spec_for([*vtab, "task.eval_every=30"], tmp_path), 64, 1) == (1600, 4)  # 30..90, 100
 
 
+def test_wall_time_longest_first_against_every_schedule() -> None:
+    """Oracle: the best makespan over every assignment of runs to GPUs (brute force); LPT lies between
+    the floors (longest run, GPU-hours / GPUs) and 4/3 of that best, and matches a hand-made schedule."""
+    import itertools
+    import random
+
+    from preflight import cost, report
+
+    assert cost.wall_hours([5, 4, 3, 3, 3], 2) == 10   # by hand: 5 | 4, 3 -> 7 | 3 -> 8 | 3 -> 10 (best: 9)
+    assert cost.wall_hours([7, 1, 1, 1], 8) == 7       # more GPUs than runs: the longest run is the floor
+    rng = random.Random(0)
+    for _ in range(40):
+        hours, gpus = [rng.uniform(0.1, 5) for _ in range(rng.randint(1, 7))], rng.randint(1, 3)
+        best = min(max(sum(h for h, g in zip(hours, pick, strict=True) if g == gpu) for gpu in range(gpus))
+                   for pick in itertools.product(range(gpus), repeat=len(hours)))
+        wall = cost.wall_hours(hours, gpus)
+        assert max(max(hours), sum(hours) / gpus) - 1e-9 <= best <= wall + 1e-9
+        assert wall <= (4 / 3 - 1 / (3 * gpus)) * best + 1e-9
+    rows = [RunCheck(["seed=1"], gpu_hours=2.0), RunCheck(["seed=2"], gpu_hours=1.0),
+            RunCheck(["seed=3"], gpu_hours=1.0), RunCheck(["seed=4"], status="FAIL")]
+    line = report.wall_time(rows, 2)
+    assert line.startswith("wall time on 2 GPUs: 2.0 h (3 runs") and "4.0 GPU-hours / 2 = 2.0 h" in line
+
+
 def test_cli_bad_input_is_one_line(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["squad", "--gpu-mem", "24", "--gpu", "B300"]) == 2
     assert "GPU='B300'" in capsys.readouterr().err
     assert cli.main(["nosuchsweep", "--gpu-mem", "24"]) == 2
     assert "no sweep 'nosuchsweep'" in capsys.readouterr().err
+    assert cli.main(["squad", "--gpu-mem", "24", "--gpus", "0"]) == 2
+    assert "GPUS=0 must be >= 1" in capsys.readouterr().err
 
 
 def _hydra_cfg(*overrides: str):

@@ -80,15 +80,17 @@ def test_choice_table(machine, cuda, bf16, dev, precision, used, used_precision)
     assert placement.name == ("Fake GPU 80GB" if used == "cuda" else "cpu")
 
 
-def test_cuda_turns_tf32_on_and_records_peak_memory(machine):
+def test_cuda_turns_tf32_on_and_records_peak_memory(machine, monkeypatch):
     torch.set_float32_matmul_precision("highest")
     machine.cuda = True
     machine.setup()
     placement = place(trainer())
     assert torch.get_float32_matmul_precision() == "high"  # TF32 for fp32 matmuls
     assert device.record(placement) == {"device": "Fake GPU 80GB", "precision": "fp16",
-                                        "peak_gpu_memory_bytes": 123_456_789}
-    assert device.record(Placement("cpu", "cpu", "fp32")) == {"device": "cpu", "precision": "fp32"}
+                                        "peak_gpu_memory_bytes": 123_456_789, "cuda_visible_devices": None}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")   # what Ray or SLURM gave the run
+    assert device.record(Placement("cpu", "cpu", "fp32")) == {"device": "cpu", "precision": "fp32",
+                                                              "cuda_visible_devices": "3"}
 
 
 def test_use_cpu_still_means_cpu(machine):
