@@ -180,3 +180,41 @@ def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassif
     prep = {"image_size": model_cfg.get("image_size") or cfg.get("input_size", (3, 224, 224))[-1],
             "mean": tuple(cfg.get("mean", (0.5, 0.5, 0.5))), "std": tuple(cfg.get("std", (0.5, 0.5, 0.5)))}
     return TimmClassifier(vit), prep
+
+
+def load_causal(model_cfg: dict[str, Any], corpus: Iterable[str] = (), max_length: int = 512,
+                dtype: str = "float32") -> tuple[nn.Module, Any]:
+    """(causal LM, tokenizer) for generation tasks: ``AutoModelForCausalLM`` from ``model.path`` or the
+    hub id with weights in ``dtype`` (the math task: bf16, as PEFT's benchmark loads them), or a
+    random-init tiny Llama with a word tokenizer built from ``corpus`` (offline tests)."""
+    import transformers
+
+    torch_dtype = getattr(torch, dtype)
+    if model_cfg["kind"] == "tiny":
+        return _tiny_causal(model_cfg, corpus, max_length, torch_dtype)
+    if model_cfg["kind"] != "hf":
+        raise ValueError(f"model.kind={model_cfg['kind']!r} has no causal-LM loader")
+    source = model_cfg.get("path") or model_cfg["hub_id"]
+    tokenizer = load_tokenizer(source)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    return model, tokenizer
+
+
+def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: int,
+                 dtype: torch.dtype) -> tuple[nn.Module, Any]:
+    """A random-init LlamaForCausalLM; the word tokenizer prepends <s> only, as Llama's does."""
+    from tokenizers import processors
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
+    hidden, heads = model_cfg["hidden_size"], model_cfg["num_heads"]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
+                         num_hidden_layers=model_cfg["num_layers"], num_attention_heads=heads,
+                         num_key_value_heads=max(1, heads // 2),
+                         intermediate_size=model_cfg["intermediate_size"], max_position_embeddings=1024,
+                         bos_token_id=bos, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).to(dtype), tokenizer
