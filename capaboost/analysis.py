@@ -38,5 +38,5 @@ def rank_summary(model: nn.Module) -> dict[str, float] | None:
     if not layers:
         return None
     ranks = [delta_rank(m) for m in layers]
-    bound = min(rank_bound(m.d, m.r, (m.rows[1] - m.rows[0], m.weight.shape[1])) for m in layers)
+    bound = min(rank_bound(m.d, m.r, (m.rows[1] - m.rows[0], m.shape[1])) for m in layers)
     return {"min": min(ranks), "mean": sum(ranks) / len(ranks), "max": max(ranks), "bound": bound}

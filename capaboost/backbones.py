@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 ALL_METHODS = ("lora", "padapter", "prefix")
 NO_PREFIX = ("lora", "padapter")  # no past-key-value route in transformers/PEFT for prefix tuning
+# Decoders: LoRA only. Their FFNs are gated, pre-norm MLPs with no BERT-style output block for the
+# Pfeiffer adapter, and CapaBoost-prefix builds on PEFT's encoder prefix route (capaboost/prefix.py).
+LORA_ONLY = ("lora",)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Backbone:
     # a fused projection whose output rows are [q; k; v] in equal thirds: targets "q", "k", "v"
     # adapt its slices with their own A and B; naming the projection itself adapts it whole
     fused_qkv: str | None = None
+    decoder: bool = False      # causal LM: classified from its last non-pad token, as the HF classes do
 
     @property
     def prefix(self) -> bool:
@@ -50,6 +54,15 @@ BACKBONES = {
     "timm-vit": Backbone("timm-vit", ("q", "v"), r"blocks\.\d+\.mlp$", "mlp", ("head",), NO_PREFIX,
                          fused_qkv="qkv"),
 }
+# Llama, Qwen2 and Mistral share the attention names; q_proj, v_proj as PEFT's defaults and benchmark.
+_LLAMA = dict(lora_targets=("q_proj", "v_proj"), adapter_site=None, adapter_kind="mlp", heads=("score",),
+              methods=LORA_ONLY, decoder=True)
+BACKBONES.update({name: Backbone(name, **_LLAMA) for name in ("llama", "qwen2", "mistral")})
+# GPT-2's c_attn is a transformers Conv1D (weight [in, 3*hidden]) whose output is [q; k; v]: targets
+# "q", "v" adapt its q and v slices as for the ViT; target_modules=("c_attn",) adapts it whole (PEFT's
+# default for GPT-2).
+BACKBONES["gpt2"] = Backbone("gpt2", ("q", "v"), None, "mlp", ("score",), LORA_ONLY, fused_qkv="c_attn",
+                             decoder=True)
 UNKNOWN = Backbone("unknown", (), None, "output", _BERT_HEADS + ("head",), NO_PREFIX)
 
 

@@ -104,7 +104,7 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
     if cfg.method != "lora":
         raise ValueError(f"export_peft supports method='lora' only, not {cfg.method!r}")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
-    if any(m.rows != (0, m.weight.shape[0]) for m in layers.values()):
+    if any(m.rows != (0, m.shape[0]) for m in layers.values()):
         raise ValueError("export_peft: PEFT LoRA has no q/v slices of a fused projection; "
                          "apply with target_modules=('qkv',) to export")
     plain = copy.deepcopy(model)
@@ -116,7 +116,8 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
         setattr(plain.get_submodule(parent) if parent else plain, child, copy_layer.base_layer)
     peft_model = get_peft_model(plain, LoraConfig(
         r=cfg.d * cfg.r, lora_alpha=cfg.d * cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=list(layers), modules_to_save=list(cfg.modules_to_save or ()) or None))
+        target_modules=list(layers), fan_in_fan_out=any(m.fan_in_fan_out for m in layers.values()),
+        modules_to_save=list(cfg.modules_to_save or ()) or None))
     with torch.no_grad():
         for name, layer in layers.items():
             target = peft_model.base_model.model.get_submodule(name)

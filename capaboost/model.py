@@ -9,7 +9,7 @@ from torch import nn
 from . import backbones
 from .adapter import MaskedBottleneck, PfeifferMlp, PfeifferOutput
 from .config import CapaBoostConfig
-from .lora import LoRALinear
+from .lora import LoRALinear, projection
 from .masks import make_masks, mask_seed
 from .prefix import apply_prefix, prefix_inference_size, prompt_encoder
 
@@ -79,18 +79,19 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def _add_lora(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone,
               build: bool) -> tuple[str, ...]:
-    """LoRA on every nn.Linear whose name ends in a target; on a fused qkv projection, targets
-    "q"/"k"/"v" adapt its thirds, each with its own A and B (one wraps the other)."""
+    """LoRA on every linear projection (nn.Linear, transformers Conv1D) whose name ends in a target; on
+    a fused qkv projection, targets "q"/"k"/"v" adapt its thirds, each with its own A and B (one
+    wraps the other)."""
     targets = cfg.target_modules if cfg.target_modules is not None else bb.lora_targets
     parts = tuple(t for t in targets if bb.fused_qkv and t in ("q", "k", "v"))
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and
+    names = [n for n, m in model.named_modules() if projection(m) is not None and
              (backbones.match_suffix(n, targets) or (parts and backbones.match_suffix(n, (bb.fused_qkv,))))]
     if not names:
-        raise ValueError(f"target_modules {targets} matched no nn.Linear in this {bb.name} model; "
+        raise ValueError(f"target_modules {targets} matched no linear layer in this {bb.name} model; "
                          f"defaults per backbone: " + ", ".join(f"{k}: {v.lora_targets}"
                                                                 for k, v in backbones.BACKBONES.items()))
     for name in names:
-        out_f, in_f = model.get_submodule(name).weight.shape
+        out_f, in_f, _ = projection(model.get_submodule(name))
         whole = backbones.match_suffix(name, targets)
         slices = [(None, None)] if whole else [(p, _third(p, out_f)) for p in parts]
         for part, rows in slices:

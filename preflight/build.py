@@ -78,13 +78,11 @@ def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
     import transformers
 
     kw = {"num_labels": labels}
-    if model_cfg["kind"] == "tiny":
-        h = model_cfg["hidden_size"]
-        return transformers.RobertaConfig(
-            vocab_size=model_cfg.get("vocab_size") or 2000, hidden_size=h,
-            num_hidden_layers=model_cfg["num_layers"], num_attention_heads=model_cfg["num_heads"],
-            intermediate_size=model_cfg["intermediate_size"], max_position_embeddings=4096, type_vocab_size=1,
-            pad_token_id=1, **kw)
+    if model_cfg["kind"] == "tiny":  # the runner's own tiny architecture, at its full vocabulary
+        from tasks.models import SPECIALS, tiny_text_config
+
+        ids = [SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>")]
+        return tiny_text_config(model_cfg, model_cfg.get("vocab_size") or 2000, 4094, *ids, **kw)
     arch = facts.architecture(model_cfg["name"])
     return getattr(transformers, arch["config_class"])(**arch["config"], **kw)
 

@@ -2,8 +2,10 @@
 
 ``model=tiny`` is random-init and fully offline: a small RoBERTa whose word-level tokenizer is built
 here from the task's own training text (RoBERTa's special tokens and pair template), or a small timm
-ViT on 32x32 images. Everything is a pure function of the config, the data and the seeded global RNG
-(set by the caller), so a resumed run rebuilds exactly the frozen weights it started with.
+ViT on 32x32 images. ``model=tiny-llama`` / ``tiny-gpt2`` are the same idea for decoders: the
+architecture follows the model's text backbone (``model.backbones.text``), the tokenizer is the same.
+Everything is a pure function of the config, the data and the seeded global RNG (set by the caller),
+so a resumed run rebuilds exactly the frozen weights it started with.
 """
 from __future__ import annotations
 
@@ -78,7 +80,8 @@ def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus:
     kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
     kind = model_cfg["kind"]
     if kind == "tiny":
-        return _tiny_text(model_cfg, head, num_labels, corpus, max_length)
+        model, tokenizer = _tiny_text(model_cfg, head, num_labels, corpus, max_length)
+        return for_classification(model, tokenizer)
     if kind == "minilm":
         source = model_cfg.get("path") or str(minilm_dir())
     elif kind == "hf":
@@ -88,6 +91,21 @@ def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus:
     tokenizer = load_tokenizer(source)
     config = AutoConfig.from_pretrained(source, **kwargs)
     model = _head_class(head).from_pretrained(source, config=config)
+    return for_classification(model, tokenizer)
+
+
+def for_classification(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any]:
+    """Decoders often ship without a pad token (GPT-2, Llama 3): pad with eos, as is usual for
+    classification, and tell the model, whose classifier pools the last token that is not pad. No
+    key/value cache: nothing is generated (and the Trainer cannot gather a cache at evaluation)."""
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
@@ -116,19 +134,42 @@ def _has_spm(source: str) -> bool:
 
 def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],
                max_length: int) -> tuple[nn.Module, Any]:
-    from transformers import RobertaConfig
-
     tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
-    hidden = model_cfg["hidden_size"]
-    config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=model_cfg["num_layers"],
-        num_attention_heads=model_cfg["num_heads"], intermediate_size=model_cfg["intermediate_size"],
-        max_position_embeddings=max_length + 2,  # RoBERTa numbers from padding_idx + 1
-        type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        **({"num_labels": num_labels} if head == "seq_cls" else {}))
+    config = tiny_text_config(model_cfg, len(tokenizer), max_length, tokenizer.pad_token_id,
+                              tokenizer.bos_token_id, tokenizer.eos_token_id,
+                              **({"num_labels": num_labels} if head == "seq_cls" else {}))
     return _head_class(head).from_config(config), tokenizer
+
+
+TINY_TEXT = ("roberta", "llama", "qwen2", "mistral", "gpt2")  # model.backbones.text of a kind=tiny model
+_LLAMA_CONFIGS = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "mistral": "MistralConfig"}
+
+
+def tiny_text_config(model_cfg: dict[str, Any], vocab_size: int, max_length: int, pad: int, bos: int,
+                     eos: int, **kwargs: Any) -> Any:
+    """The transformers config of a ``kind: tiny`` text model: the architecture of its text backbone
+    at the sizes the model config gives (also what preflight builds for it)."""
+    import transformers
+
+    backbone = (model_cfg.get("backbones") or {}).get("text", "roberta")  # model=tiny's, by default
+    h, layers, heads, inter = (model_cfg[k] for k in ("hidden_size", "num_layers", "num_heads",
+                                                       "intermediate_size"))
+    special = {"pad_token_id": pad, "bos_token_id": bos, "eos_token_id": eos, **kwargs}
+    if backbone == "roberta":
+        return transformers.RobertaConfig(
+            vocab_size=vocab_size, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=inter, max_position_embeddings=max_length + 2,  # from padding_idx + 1
+            type_vocab_size=1, **special)
+    if backbone in _LLAMA_CONFIGS:
+        return getattr(transformers, _LLAMA_CONFIGS[backbone])(
+            vocab_size=vocab_size, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=heads, intermediate_size=inter, max_position_embeddings=max_length,
+            **special)
+    if backbone == "gpt2":
+        return transformers.GPT2Config(vocab_size=vocab_size, n_embd=h, n_layer=layers, n_head=heads,
+                                       n_inner=inter, n_positions=max_length, **special)
+    raise ValueError(f"model.kind=tiny has no {backbone!r} text model; tiny text backbones: "
+                     f"{', '.join(TINY_TEXT)}")
 
 
 class TimmClassifier(nn.Module):
