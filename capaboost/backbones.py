@@ -46,9 +46,6 @@ BACKBONES = {
     # DeBERTa's pooler is not in the pretrained checkpoint (randomly initialised): train it.
     "deberta-v2": Backbone("deberta-v2", ("query_proj", "value_proj"), _FFN_OUTPUT, "output",
                            _BERT_HEADS + ("pooler",), NO_PREFIX),
-    # Decoders: LoRA on q_proj and v_proj (PEFT's default targets for Llama); the causal-LM head stays
-    # frozen, a sequence-classification head ("score") trains.
-    "llama": Backbone("llama", ("q_proj", "v_proj"), None, "output", ("score",), ("lora",)),
     # q and v of the fused qkv, each with its own A and B, as the LoRA paper and VTAB LoRA baselines
     # do; target_modules=("qkv",) is the fused option (one A over the whole projection, k included).
     "timm-vit": Backbone("timm-vit", ("q", "v"), r"blocks\.\d+\.mlp$", "mlp", ("head",), NO_PREFIX,

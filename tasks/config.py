@@ -29,7 +29,6 @@ MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
 PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final"),
              "math": ("peft_metamathqa",)}
 MODALITY = {"glue": "text", "squad": "text", "vtab": "image", "math": "text"}
-CAUSAL_BACKBONES = ("llama",)  # decoders whose causal-LM head the math family generates with
 # task.report: the epoch whose metrics are "best". best_select_epoch: the paper's rule on the select
 # split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it.
 REPORT_RULES = {"glue": ("best_select_epoch", "final_epoch"), "squad": ("best_select_epoch", "final_epoch"),
@@ -138,10 +137,11 @@ def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any])
         raise ConfigError(f"model={model['name']} has no {modality} variant but task={task['name']} needs "
                           f"{modality}; models for {modality}: see conf/model/")
     backbone = model["backbones"][modality]
-    if task["family"] == "math" and backbone not in CAUSAL_BACKBONES:
-        raise ConfigError(f"task={task['name']} generates text: it needs a causal LM (backbones "
-                          f"{', '.join(CAUSAL_BACKBONES)}, e.g. model=tiny-llama or model=llama-3.2-3b); "
-                          f"model={model['name']} is a {backbone} encoder")
+    if task["family"] == "math" and not (backbone in BACKBONES and BACKBONES[backbone].decoder):
+        decoders = ", ".join(k for k, v in BACKBONES.items() if v.decoder)
+        raise ConfigError(f"task={task['name']} generates text: it needs a causal LM (backbones {decoders}; "
+                          f"e.g. model=tiny-llama or model=llama-3.2-3b); model={model['name']} is a "
+                          f"{backbone} encoder")
     method = peft["method"]  # which methods a backbone takes: capaboost's own table (torch-free import)
     supported = BACKBONES[backbone].methods if backbone in BACKBONES else ()
     if method not in supported:

@@ -227,12 +227,13 @@ def load_causal(model_cfg: dict[str, Any], corpus: Iterable[str] = (), max_lengt
                 dtype: str = "float32") -> tuple[nn.Module, Any]:
     """(causal LM, tokenizer) for generation tasks: ``AutoModelForCausalLM`` from ``model.path`` or the
     hub id with weights in ``dtype`` (the math task: bf16, as PEFT's benchmark loads them), or a
-    random-init tiny Llama with a word tokenizer built from ``corpus`` (offline tests)."""
+    random-init tiny decoder with a word tokenizer built from ``corpus`` (offline tests). Tiny models
+    stay fp32: CPU bf16 kernels made their generation ~100x slower (57 s vs 0.6 s for 4 x 300 tokens)."""
     import transformers
 
     torch_dtype = getattr(torch, dtype)
     if model_cfg["kind"] == "tiny":
-        return _tiny_causal(model_cfg, corpus, max_length, torch_dtype)
+        return _tiny_causal(model_cfg, corpus, max_length)
     if model_cfg["kind"] != "hf":
         raise ValueError(f"model.kind={model_cfg['kind']!r} has no causal-LM loader")
     source = model_cfg.get("path") or model_cfg["hub_id"]
@@ -241,21 +242,17 @@ def load_causal(model_cfg: dict[str, Any], corpus: Iterable[str] = (), max_lengt
     return model, tokenizer
 
 
-def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: int,
-                 dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    """A random-init LlamaForCausalLM; the word tokenizer prepends <s> only, as Llama's does."""
+def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: int) -> tuple[nn.Module, Any]:
+    """The tiny decoder (``tiny_text_config``) with its causal-LM head; the word tokenizer prepends
+    <s> only, as Llama's does (no EOS: PEFT's benchmark pads with EOS and learns the first one)."""
     from tokenizers import processors
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
     bos = tokenizer.bos_token_id
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
-    hidden, heads = model_cfg["hidden_size"], model_cfg["num_heads"]
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden,
-                         num_hidden_layers=model_cfg["num_layers"], num_attention_heads=heads,
-                         num_key_value_heads=max(1, heads // 2),
-                         intermediate_size=model_cfg["intermediate_size"], max_position_embeddings=1024,
-                         bos_token_id=bos, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    return LlamaForCausalLM(config).to(dtype), tokenizer
+    positions = max(max_length, 1024)  # prompt + generated tokens (up to 800 in the math task)
+    config = tiny_text_config(model_cfg, len(tokenizer), positions, tokenizer.pad_token_id, bos,
+                              tokenizer.eos_token_id)
+    return AutoModelForCausalLM.from_config(config), tokenizer
