@@ -96,32 +96,62 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 def export_peft(model: nn.Module, out_dir: str | os.PathLike) -> None:
     """A stock PEFT LoRA adapter of rank d*r (lora_alpha = d*alpha keeps the scaling) that
-    ``peft.PeftModel.from_pretrained(base_model, out_dir)`` loads; same outputs at inference."""
+    ``peft.PeftModel.from_pretrained(base_model, out_dir)`` loads; same outputs at inference.
+
+    Slices of a fused projection (q and v of a ViT's qkv or GPT-2's c_attn) become one PEFT LoRA on
+    the whole projection: A stacks the parts' factors, B is block-diagonal in their output rows (zero
+    on k), so it has rank parts*d*r (``rank_pattern``/``alpha_pattern`` keep the scaling).
+    """
     from peft import LoraConfig, get_peft_model
 
     model = unwrap(model)
     cfg = _config(model)
     if cfg.method != "lora":
         raise ValueError(f"export_peft supports method='lora' only, not {cfg.method!r}")
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
-    if any(m.rows != (0, m.shape[0]) for m in layers.values()):
-        raise ValueError("export_peft: PEFT LoRA has no q/v slices of a fused projection; "
-                         "apply with target_modules=('qkv',) to export")
+    groups = _projections({n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)})
     plain = copy.deepcopy(model)
     del plain.capaboost_config
-    for name in layers:
+    for name in groups:
         parent, _, child = name.rpartition(".")
-        copy_layer = plain.get_submodule(name)
-        copy_layer.unmerge()
-        setattr(plain.get_submodule(parent) if parent else plain, child, copy_layer.base_layer)
+        base = plain.get_submodule(name)
+        while isinstance(base, LoRALinear):
+            base.unmerge()
+            base = base.base_layer
+        setattr(plain.get_submodule(parent) if parent else plain, child, base)
+    wide = {name: len(parts) for name, parts in groups.items() if len(parts) > 1}
     peft_model = get_peft_model(plain, LoraConfig(
-        r=cfg.d * cfg.r, lora_alpha=cfg.d * cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=list(layers), fan_in_fan_out=any(m.fan_in_fan_out for m in layers.values()),
+        r=cfg.d * cfg.r, lora_alpha=cfg.d * cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(groups),
+        rank_pattern={n: k * cfg.d * cfg.r for n, k in wide.items()},
+        alpha_pattern={n: k * cfg.d * cfg.alpha for n, k in wide.items()},
+        fan_in_fan_out=any(m.fan_in_fan_out for parts in groups.values() for m in parts),
         modules_to_save=list(cfg.modules_to_save or ()) or None))
     with torch.no_grad():
-        for name, layer in layers.items():
+        for name, parts in groups.items():
             target = peft_model.base_model.model.get_submodule(name)
-            a, b = layer.stacked()
+            a, b = _block_factors(parts)
             target.lora_A["default"].weight.copy_(a)
             target.lora_B["default"].weight.copy_(b)
     peft_model.save_pretrained(str(out_dir))
+
+
+def _projections(layers: dict[str, LoRALinear]) -> dict[str, list[LoRALinear]]:
+    """Outermost wrapper's name -> the LoRA layers on that one projection (one per fused slice)."""
+    groups: dict[str, list[LoRALinear]] = {}
+    for name, layer in layers.items():
+        root = name
+        while root.endswith(".base_layer") and root.removesuffix(".base_layer") in layers:
+            root = root.removesuffix(".base_layer")
+        groups.setdefault(root, []).append(layer)
+    return groups
+
+
+def _block_factors(parts: list[LoRALinear]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [k*d*r, in], B [out, k*d*r]) with B * A = sum of the parts' delta W / scaling, each in its rows."""
+    stacked = [part.stacked() for part in parts]
+    a = torch.cat([s[0] for s in stacked])
+    b = a.new_zeros(parts[0].shape[0], a.shape[0])
+    col = 0
+    for part, (_, part_b) in zip(parts, stacked, strict=True):
+        b[part.rows[0]:part.rows[1], col:col + part_b.shape[1]] = part_b
+        col += part_b.shape[1]
+    return a, b

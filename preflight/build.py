@@ -132,10 +132,12 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
     return text
 
 
-def build(spec: Any) -> Built:
-    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts."""
+def build(spec: Any, precision: str = "fp32") -> Built:
+    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts;
+    weights in the dtypes and with the activation checkpointing the runner gives them at ``precision``."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    from tasks.models import ready_for_training
     from tasks.runner import attach_peft
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
@@ -148,6 +150,7 @@ def build(spec: Any) -> Built:
             head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
+        ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"])
     _put_real_masks(model, drawn)
     numbers = capaboost.count_parameters(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)

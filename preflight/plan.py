@@ -77,12 +77,12 @@ class Planner:
         self.target = target
         self._built, self._traces = _BUILT, _TRACES
 
-    def _build(self, spec: Any) -> Built:
-        key = json.dumps([spec.config["model"], spec.family, num_outputs(spec), spec.capaboost_config],
-                         sort_keys=True, default=str)
+    def _build(self, spec: Any, precision: str) -> Built:
+        key = json.dumps([spec.config["model"], spec.family, num_outputs(spec), spec.capaboost_config, precision,
+                          spec.config["trainer"]["gradient_checkpointing"]], sort_keys=True, default=str)
         if key not in self._built:
             try:
-                self._built[key] = build(spec)
+                self._built[key] = build(spec, precision)
             except Exception as error:  # noqa: BLE001 -- reported as the run's failure
                 self._built[key] = error
         built = self._built[key]
@@ -93,7 +93,8 @@ class Planner:
     def _trace(self, spec: Any, built: Built, micro: int, precision: str, accum: int) -> StepTrace:
         cb = {k: v for k, v in spec.capaboost_config.items() if k not in ("density", "mask", "seed")}
         seq = spec.hparams["max_seq_length"] if spec.modality == "text" else 0
-        key = json.dumps([spec.config["model"], spec.family, cb, micro, seq, precision, min(accum, 2)],
+        key = json.dumps([spec.config["model"], spec.family, cb, micro, seq, precision, min(accum, 2),
+                          spec.config["trainer"]["gradient_checkpointing"]],
                          sort_keys=True, default=str)
         if key not in self._traces:
             with built.mode:
@@ -111,7 +112,7 @@ class Planner:
         row.per_device = hp["batch_size"] // hp["grad_accum"]  # one GPU per run (the SLURM default)
         row.precision, row.precision_note = used_precision(spec, self.target)
         try:
-            built = self._build(spec)
+            built = self._build(spec, row.precision)
         except Exception as error:  # noqa: BLE001
             row.problems.append(f"cannot build the model: {type(error).__name__}: {error}")
             row.status = "FAIL"

@@ -108,6 +108,9 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     _choice("trainer.device", trainer["device"], DEVICES)
     if trainer["use_cpu"] and trainer["device"] == "cuda":
         raise ConfigError("trainer.use_cpu=true contradicts trainer.device=cuda (use trainer.device=cpu)")
+    if trainer["gradient_checkpointing"] and MODALITY[task["family"]] != "text":
+        raise ConfigError(f"trainer.gradient_checkpointing=true is for the transformers text models; "
+                          f"task={task['name']} trains a timm model (leave it false)")
     _choice("logger.name", logger["name"], LOGGERS)
     _choice("logger.mode", logger["mode"], WANDB_MODES)
     for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):

@@ -77,6 +77,7 @@ class TrainerConf:
     save_every_minutes: float | None = None
     wait_for_lock: bool = False           # another live trainer holds the run dir: wait instead of exiting
     num_workers: int = 0
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     use_cpu: bool = False                 # older spelling of device=cpu
     progress: bool = True
 

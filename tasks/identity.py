@@ -19,7 +19,7 @@ NOT_IDENTITY = ("force", "runs_root", "logger", "recipe", "d", "density", "mask"
 # Trainer keys outside it; the ones the recipe can supply enter through the resolved hyperparameters.
 TRAINER_NOT_IDENTITY = ("progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
                         "use_cpu", "device", "grad_accum", "save_every_steps", "save_every_minutes",
-                        "wait_for_lock")
+                        "wait_for_lock", "gradient_checkpointing")
 HPARAMS_NOT_IDENTITY = ("grad_accum",)
 TASK_KEYS_IF_SET = ("eval_every_steps", "switches")
 

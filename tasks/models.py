@@ -109,6 +109,31 @@ def for_classification(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any
     return model, tokenizer
 
 
+def weights_dtype(backbone: str, precision: str) -> torch.dtype:
+    """The dtype of the frozen weights: a decoder trained in bf16 keeps them in bf16 (its checkpoint's
+    dtype; half the weight memory of a 0.5-8B model), every other run in fp32 under autocast, as the
+    paper's encoder runs did. Trained tensors (PEFT weights, the head) are always fp32."""
+    from capaboost.backbones import BACKBONES
+
+    decoder = backbone in BACKBONES and BACKBONES[backbone].decoder
+    return torch.bfloat16 if decoder and precision == "bf16" else torch.float32
+
+
+def ready_for_training(model: nn.Module, backbone: str, precision: str,
+                       gradient_checkpointing: bool = False) -> nn.Module:
+    """After PEFT is attached: frozen weights in ``weights_dtype``, trained ones in fp32 (transformers 5
+    loads a checkpoint in its own dtype, bf16 for today's decoders), and activation checkpointing on
+    request (non-reentrant: gradients reach the adapters although the embeddings are frozen)."""
+    frozen = weights_dtype(backbone, precision)
+    for p in model.parameters():
+        want = torch.float32 if p.requires_grad else frozen
+        if p.is_floating_point() and p.dtype != want:
+            p.data = p.data.to(want)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def load_tokenizer(source: str) -> Any:
     """``AutoTokenizer`` for a hub id or a hub-shaped directory, with the runtime package it needs named.
 

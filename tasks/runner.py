@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import device, distributed, evaluation, lifecycle, models, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -162,6 +162,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     set_seed(spec.seed)
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
     model, peft_root = attach_peft(job.model, spec)
+    models.ready_for_training(model, spec.backbone, placement.precision,
+                              spec.config["trainer"]["gradient_checkpointing"])
     params = capaboost.count_parameters(model)
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)

@@ -262,8 +262,19 @@ def test_wrapped_models(tmp_path: Path) -> None:
         dist.destroy_process_group()
 
 
-def test_export_peft_refuses_qv_slices(tmp_path: Path) -> None:
-    """Stock PEFT LoRA has no q/v slices of a fused projection: the default ViT model cannot export."""
-    with pytest.raises(ValueError, match="qkv"):
-        capaboost.export_peft(capaboost.apply(tiny_vit(), CapaBoostConfig(r=4)), tmp_path / "x")
-    assert not (tmp_path / "x").exists()
+def test_export_peft_qv_slices_roundtrip(tmp_path: Path) -> None:
+    """q and v slices of the ViT's fused qkv export as one PEFT LoRA of rank 2*d*r on qkv, zero on k."""
+    from peft import PeftModel
+
+    model = capaboost.apply(tiny_vit(), CapaBoostConfig(d=2, density=0.5, r=4, alpha=8))
+    randomize_lora_B(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    capaboost.export_peft(model, tmp_path / "peft")
+    loaded = PeftModel.from_pretrained(tiny_vit(), str(tmp_path / "peft")).eval()
+    qkv = loaded.base_model.model.blocks[0].attn.qkv
+    assert qkv.r["default"] == 2 * 2 * 4 and qkv.scaling["default"] == 8 / 4
+    assert qkv.lora_B["default"].weight[32:64].abs().max() == 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected, atol=1e-5, rtol=0)

@@ -46,6 +46,37 @@ def tiny_vit(seed: int = 0) -> nn.Module:
                              num_classes=LABELS).eval()
 
 
+PAD = 0  # the decoders' pad id: they classify from the last token that is not PAD
+
+
+def tiny_llama(seed: int = 0) -> nn.Module:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=2 * HIDDEN, max_position_embeddings=64, num_labels=LABELS,
+        pad_token_id=PAD, use_cache=False)).eval()
+
+
+def tiny_gpt2(seed: int = 0) -> nn.Module:
+    """GPT-2: attention's c_attn is one Conv1D (weight [in, 3*hidden]) giving [q; k; v]."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    return GPT2ForSequenceClassification(GPT2Config(
+        vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=2, n_positions=64, num_labels=LABELS,
+        pad_token_id=PAD, bos_token_id=1, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        use_cache=False)).eval()
+
+
+def decoder_batch(seed: int = 1, n: int = 4, length: int = 12) -> dict[str, torch.Tensor]:
+    """``batch`` with the padded tail set to PAD: a decoder pools each row's last non-pad token."""
+    out = batch(seed, n, length)
+    out["input_ids"][out["attention_mask"] == 0] = PAD
+    return out
+
+
 TEXT_MODELS = {"roberta": tiny_roberta, "bert": tiny_bert, "deberta-v2": tiny_deberta}
 
 
