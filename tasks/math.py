@@ -177,7 +177,8 @@ def prepare(spec: RunSpec) -> Job:
     collator = CausalCollator(tokenizer.pad_token_id, response_only)
     return Job(model=model, train=train, evals=evals, collator=collator, label_names=["labels"],
                select_score=lambda m: m["accuracy"], selection_metric="accuracy",
-               evaluator=evaluator, train_sampling="random" if shuffle else "sequential", finish=finish)
+               evaluator=evaluator, train_sampling="random" if shuffle else "sequential", finish=finish,
+               frozen_dtype=mp.frozen_dtype(spec.config["model"]))
 
 
 def _adapter_bytes(model: torch.nn.Module) -> int:

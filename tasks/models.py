@@ -120,11 +120,12 @@ def weights_dtype(backbone: str, precision: str) -> torch.dtype:
 
 
 def ready_for_training(model: nn.Module, backbone: str, precision: str,
-                       gradient_checkpointing: bool = False) -> nn.Module:
-    """After PEFT is attached: frozen weights in ``weights_dtype``, trained ones in fp32 (transformers 5
-    loads a checkpoint in its own dtype, bf16 for today's decoders), and activation checkpointing on
-    request (non-reentrant: gradients reach the adapters although the embeddings are frozen)."""
-    frozen = weights_dtype(backbone, precision)
+                       gradient_checkpointing: bool = False, frozen: str | None = None) -> nn.Module:
+    """After PEFT is attached: frozen weights in ``weights_dtype`` (or ``frozen``, a torch dtype name,
+    where the task fixes it), trained ones in fp32 (transformers 5 loads a checkpoint in its own dtype,
+    bf16 for today's decoders), and activation checkpointing on request (non-reentrant: gradients reach
+    the adapters although the embeddings are frozen)."""
+    frozen = getattr(torch, frozen) if frozen else weights_dtype(backbone, precision)
     for p in model.parameters():
         want = torch.float32 if p.requires_grad else frozen
         if p.is_floating_point() and p.dtype != want:
@@ -252,8 +253,7 @@ def load_causal(model_cfg: dict[str, Any], corpus: Iterable[str] = (), max_lengt
                 dtype: str = "float32") -> tuple[nn.Module, Any]:
     """(causal LM, tokenizer) for generation tasks: ``AutoModelForCausalLM`` from ``model.path`` or the
     hub id with weights in ``dtype`` (the math task: bf16, as PEFT's benchmark loads them), or a
-    random-init tiny decoder with a word tokenizer built from ``corpus`` (offline tests). Tiny models
-    stay fp32: CPU bf16 kernels made their generation ~100x slower (57 s vs 0.6 s for 4 x 300 tokens)."""
+    random-init tiny decoder with a word tokenizer built from ``corpus`` (offline tests, fp32)."""
     import transformers
 
     torch_dtype = getattr(torch, dtype)

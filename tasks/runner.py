@@ -50,6 +50,7 @@ class Job:
     evaluator: TrainerCallback | None = None
     train_sampling: str = "random"
     finish: Callable[[dict[str, Any], Path], None] | None = None
+    frozen_dtype: str | None = None  # the task fixes the frozen weights' dtype (math: bf16 without AMP)
 
 
 # --- model ----------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
-                              spec.config["trainer"]["gradient_checkpointing"])
+                              spec.config["trainer"]["gradient_checkpointing"], frozen=job.frozen_dtype)
     params = capaboost.count_parameters(model)
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
