@@ -53,6 +53,9 @@ def generate(model: torch.nn.Module, tokenizer: Any, dataset: Any, batch_size: i
     model.eval()
     predictions: list[str] = []
     extra = {"do_sample": False} if greedy else {}
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # token-by-token steps: extra threads only add sync cost on a busy CPU
+        torch.set_num_threads(1)  # (tiny Llama, 4 x 115 tokens, 2 busy cores: 4.9 s vs 78 s, measured)
     try:
         with torch.inference_mode():
             for j in range(0, len(dataset), batch_size):
@@ -65,6 +68,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, dataset: Any, batch_size: i
                 predictions += tokenizer.batch_decode(out, skip_special_tokens=True)
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     return predictions
 
 

@@ -181,3 +181,19 @@ def test_make_tables_puts_both_kinds_of_rows_in_one_table(runs, tmp_path, capsys
     assert table.splitlines()[0] in printed
     assert (tmp_path / "figures" / "peft_bench.png").stat().st_size > 10_000
     assert len((tmp_path / "figures" / "peft_bench.csv").read_text().splitlines()) == 1 + 18 + 2
+
+
+@pytest.mark.slow
+def test_sweep_arms_count_on_llama_3_2_3b_built_from_its_config_facts(tmp_path):
+    """LoRA r32 on q/v has PEFT's published 9,175,040 parameters; CapaBoost r43 d2 stays within 1%."""
+    from preflight.build import build
+    from tests.runs import spec_for
+
+    counts = {}
+    for arm in ("lora_r32", "capaboost_r43_d2"):
+        spec = spec_for(["task=math/gsm8k", "model=llama-3.2-3b", f"+sweep/peft_bench_arm={arm}"], tmp_path,
+                        tiny=False)
+        counts[arm] = build(spec, "fp32").counts["peft"]
+    assert counts["lora_r32"] == 9_175_040
+    assert abs(counts["capaboost_r43_d2"] / 9_175_040 - 1) < 0.01
+    assert counts["capaboost_r43_d2"] == 9_248_150  # the figure the sweep file and README quote
