@@ -24,8 +24,8 @@ lint: install
 demo: install  # DEMO_ARGS=--tune reruns the lr tuning (sweeps/demo_tune.yaml); --fast: a first look
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-tables: install
-	$(PY) scripts/make_tables.py --runs $(RUNS)
+tables: install  # PEFT_RESULTS=results/peft_bench: PEFT's published MetaMathQA rows beside our math runs
+	$(PY) scripts/make_tables.py --runs $(RUNS) $(if $(PEFT_RESULTS),--peft-results $(PEFT_RESULTS))
 
 bench: install
 	$(PY) benchmarks/bench.py

@@ -117,7 +117,9 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
     def text(batch: int, seq: int) -> dict[str, torch.Tensor]:
         ids = torch.randint(3, 100, (batch, seq))
         out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if spec.family == "squad":
+        if spec.family == "math":  # causal LM: labels are the tokens themselves
+            out["labels"] = ids
+        elif spec.family == "squad":
             out |= {"start_positions": torch.zeros(batch, dtype=torch.long),
                     "end_positions": torch.zeros(batch, dtype=torch.long)}
         elif labels == 1:
@@ -135,8 +137,13 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
 def build(spec: Any, precision: str = "fp32") -> Built:
     """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts;
     weights in the dtypes and with the activation checkpointing the runner gives them at ``precision``."""
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+    )
 
+    from tasks.math_protocol import frozen_dtype
     from tasks.models import ready_for_training
     from tasks.runner import attach_peft
 
@@ -148,9 +155,12 @@ def build(spec: Any, precision: str = "fp32") -> Built:
         else:
             qa = spec.family == "squad"
             head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
+            head = AutoModelForCausalLM if spec.family == "math" else head  # generation tasks: the LM head
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
-        ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"])
+        frozen = frozen_dtype(model_cfg) if spec.family == "math" else None
+        ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"],
+                           frozen=frozen)
     _put_real_masks(model, drawn)
     numbers = capaboost.count_parameters(model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)

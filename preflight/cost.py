@@ -38,6 +38,8 @@ def eval_examples(spec: Any) -> int:
     if spec.family == "vtab":
         splits = ([sizes["vtab"]["test"][spec.dataset]] if spec.protocol == "final"
                   else [sizes["vtab"]["lists"]["val200"]])
+    elif spec.family == "math":
+        return min(sizes["math"][spec.dataset]["dev"][0], limit or math.inf)  # a validation round
     else:
         entry = sizes[spec.family][spec.dataset]
         dev = [math.ceil(n * entry.get("features_per_example", 1.0)) for n in entry["dev"]]
@@ -50,10 +52,14 @@ def eval_examples(spec: Any) -> int:
 
 
 def schedule(spec: Any, per_device: int, grad_accum: int) -> tuple[int, int]:
-    """(optimizer steps, evaluation rounds) as the HF Trainer counts them on one device."""
+    """(optimizer steps, evaluation rounds) as the HF Trainer counts them on one device; generation
+    tasks (math): validation rounds every task.eval_every_steps and at the last step."""
     hp = spec.hparams
     per_epoch = max(1, math.ceil(math.ceil(train_examples(spec) / per_device) / grad_accum))
     steps = hp["max_steps"] or math.ceil(hp["epochs"] * per_epoch)
+    every_steps = spec.config["task"].get("eval_every_steps")
+    if every_steps:
+        return steps, steps // every_steps + (1 if steps % every_steps else 0)
     epochs, every = math.ceil(steps / per_epoch), spec.config["task"]["eval_every"]
     return steps, math.ceil(epochs / every) if every else 1  # rounds at multiples of every, and the last
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from preflight import cost, environment, facts
+from preflight import cost, environment, facts, generation
 from preflight.build import Built, build, num_outputs
 from preflight.trace import StepTrace, trace_step
 
@@ -46,7 +46,10 @@ class RunCheck:
     steps: int = 0
     eval_rounds: int = 0
     total_tflop: float = 0.0                   # training + evaluation, whole run
-    gpu_hours: float | None = None
+    gpu_hours: float | None = None             # training + evaluation (generation included)
+    train_gib: float | None = None             # generation tasks: the training step's peak ...
+    gen_gib: float | None = None               # ... and generation's (need_gib is the larger)
+    gen_hours: float | None = None             # generation's share of gpu_hours
 
     @property
     def fits(self) -> bool | None:
@@ -124,6 +127,8 @@ class Planner:
         if row.need_gib > self.target.gpu_mem:
             self._find_fix(row, spec, built, trace)
         self._cost(row, spec, trace)
+        if spec.family == "math":
+            self._generation(row, spec, built, trace)
         if row.problems:
             row.status = "FAIL"
         elif row.need_gib > self.target.gpu_mem and row.fix is None:
@@ -143,6 +148,29 @@ class Planner:
             if need <= self.target.gpu_mem:
                 row.fix, row.fix_gib = f"trainer.grad_accum={accum}", need
                 return
+
+    def _generation(self, row: RunCheck, spec: Any, built: Built, trace: StepTrace) -> None:
+        """Generation's peak memory and time (preflight/generation.py), folded into the run's figures;
+        its evaluation FLOPs replace the per-epoch evaluation counted by _cost."""
+        from tasks.math_protocol import frozen_dtype
+
+        matmuls = "bf16" if frozen_dtype(spec.config["model"]) == "bfloat16" else row.precision
+        seq = spec.hparams["max_seq_length"]
+        gen = generation.estimate(spec, built.model.config, trace.resident_bytes,
+                                  trace.forward_flops / (row.per_device * seq), matmuls, self.target.info,
+                                  row.eval_rounds)
+        g = facts.load("gpus")
+        row.train_gib = row.need_gib
+        row.gen_gib = gen.peak_bytes * (1 + g["fragmentation"]) / GIB + g["overhead_gib"]
+        row.need_gib = max(row.train_gib, row.gen_gib)
+        if row.gen_gib > self.target.gpu_mem and row.fix is None:
+            row.problems.append(f"generation needs {row.gen_gib:.1f} GiB > {self.target.gpu_mem:g} "
+                                f"(lower trainer.eval_batch_size)")
+        tflops = self.target.info["tflops"].get(matmuls) or self.target.info["tflops"]["fp32"]
+        train_flops = row.steps * trace.train_flops * row.grad_accum
+        row.total_tflop = train_flops / 1e12
+        row.gen_hours = gen.seconds / 3600
+        row.gpu_hours = cost.gpu_hours(train_flops, tflops, g["mfu"]) + row.gen_hours
 
     def _cost(self, row: RunCheck, spec: Any, trace: StepTrace) -> None:
         row.tflop_per_step = trace.train_flops * row.grad_accum / 1e12

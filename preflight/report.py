@@ -55,6 +55,14 @@ def summary(name: str, rows: list[RunCheck], target: Target) -> str:
     lines += [f"  assumption ({n} runs): {p}" for p, n in notes.items()]
     fixes = Counter(r.fix for r in rows if r.fix)
     lines += [f"  over {target.gpu_mem:g} GiB ({n} runs): fix {f}" for f, n in fixes.items()]
+    gen = [r for r in rows if r.gen_gib is not None]
+    if gen:
+        lines.append(f"  generation ({len(gen)} runs, task=math): peak GiB = max(training step, generation); "
+                     f"generation {min(r.gen_gib for r in gen):.1f}-{max(r.gen_gib for r in gen):.1f} GiB "
+                     f"(weights + AdamW state + KV cache of a batch at 800 positions), training "
+                     f"{min(r.train_gib for r in gen):.1f}-{max(r.train_gib for r in gen):.1f} GiB; "
+                     f"{sum(r.gen_hours for r in gen):.2f} of the GPU-hours are generation (bandwidth-bound "
+                     f"at MBU {g['mbu']}, every batch decoding 300 tokens: an upper bound)")
     lines.append(f"  peak GiB = traced peak x {1 + g['fragmentation']:.2f} + {g['overhead_gib']} GiB; "
                  f"text at max_seq_length (padded worst case); GPU-h = FLOPs / ({target.gpu} peak x MFU "
                  f"{g['mfu']}), training + per-epoch evaluation")

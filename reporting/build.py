@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import paired
+from . import paired, peft_bench
 from .collect import load_runs
 from .figures import FIGURES, build_figures, write_figures
 from .groups import build_tables
@@ -22,13 +22,20 @@ from .tables import build_view
 
 
 def make_tables(roots: list[str | os.PathLike], out: str | os.PathLike = "results",
-                paper_dir: str | os.PathLike = PAPER_DIR, figures: bool = True) -> Report:
-    """Build every table and figure the runs allow; partial sweeps give partial tables."""
+                paper_dir: str | os.PathLike = PAPER_DIR, figures: bool = True,
+                peft_results: list[str | os.PathLike] = ()) -> Report:
+    """Build every table and figure the runs allow; partial sweeps give partial tables. ``peft_results``:
+    folders of PEFT-format result files, tabulated with the math runs (reporting/peft_bench.py)."""
     collection = load_runs(roots)
     report = Report(collection)
     lay = layouts()
-    tables = build_tables(collection.runs, {fam: layout.sweeps for fam, layout in lay.items()})
     out = Path(out)
+    math_runs = [r for r in collection.runs if r.get("config", {}).get("task", {}).get("family") == "math"]
+    if math_runs or peft_results:  # PEFT's benchmark: its own table, not a paper layout
+        report.peft_bench = peft_bench.collect(math_runs, list(peft_results))
+        report.tables += peft_bench.write(report.peft_bench, out, figures)
+    tables = build_tables([r for r in collection.runs if r not in math_runs],
+                          {fam: layout.sweeps for fam, layout in lay.items()})
     views = {}
     for key, table in sorted(tables.items()):
         family = key[1]

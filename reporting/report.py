@@ -17,6 +17,7 @@ class Report:
     conflicts: list[tuple[str, Any, Any]] = field(default_factory=list)  # (table, Row, Conflict)
     unknown_families: dict[str, int] = field(default_factory=dict)
     removed: list[Path] = field(default_factory=list)
+    peft_bench: Any = None  # peft_bench.Bench: PEFT's published rows and our math runs, one table
 
     @property
     def skipped_figures(self) -> list[str]:
@@ -40,6 +41,11 @@ class Report:
                        f"{conflict.describe()}")
         for fam, n in sorted(self.unknown_families.items()):
             out.append(f"no table layout for task family '{fam}' ({n} run(s) not tabulated)")
+        if self.peft_bench is not None:
+            from .peft_bench import to_markdown
+
+            out += self.peft_bench.lines() + ["", "PEFT's benchmark, MetaMathQA -> GSM8K:",
+                                              to_markdown(self.peft_bench)]
         out += [f"wrote {p}" for p in self.tables + self.figures]
         for fig in self.figure_specs:
             out += [f"{fig.stem}: {note}" for note in fig.notes]

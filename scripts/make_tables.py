@@ -17,9 +17,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="writes <out>/tables/ and <out>/figures/ (default results)")
     ap.add_argument("--paper", default=str(PAPER_DIR), help="directory of published-number CSVs")
     ap.add_argument("--no-figures", action="store_true", help="tables only (skips matplotlib)")
+    ap.add_argument("--peft-results", action="append", default=[],
+                    help="directory of PEFT-format result files (huggingface/peft method_comparison/"
+                         "MetaMathQA/results/*.json, e.g. results/peft_bench), tabulated with our math runs")
     args = ap.parse_args(argv)
     try:
-        report = make_tables(args.runs, args.out, args.paper, figures=not args.no_figures)
+        report = make_tables(args.runs, args.out, args.paper, figures=not args.no_figures,
+                             peft_results=args.peft_results)
     except (FileNotFoundError, ValueError) as e:
         print(f"make tables: {e}", file=sys.stderr)
         return 2

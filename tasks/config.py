@@ -27,12 +27,13 @@ LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
 DATA_SOURCES = ("hub", "fixture")
 MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
-PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final")}
-MODALITY = {"glue": "text", "squad": "text", "vtab": "image"}
+PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final"),
+             "math": ("peft_metamathqa",)}
+MODALITY = {"glue": "text", "squad": "text", "vtab": "image", "math": "text"}
 # task.report: the epoch whose metrics are "best". best_select_epoch: the paper's rule on the select
 # split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it.
 REPORT_RULES = {"glue": ("best_select_epoch", "final_epoch"), "squad": ("best_select_epoch", "final_epoch"),
-                "vtab": ("final_epoch", "best_test_epoch")}
+                "vtab": ("final_epoch", "best_test_epoch"), "math": ("final_epoch",)}
 # CapaBoostConfig's fields as the config spells them (its ValueError names the field).
 _CONFIG_KEY = {"method": "peft.method", "d": "d", "density": "density", "mask": "mask",
                "mask_seed": "mask_seed", "r": "peft.r", "alpha": "peft.alpha", "dropout": "peft.dropout",
@@ -123,6 +124,15 @@ def _check_harness_values(c: dict[str, Any]) -> None:
         _positive(f"data.{key}", data[key], integer=True)
     if task["family"] == "squad" and task["dataset"] not in ("v1", "v2"):
         raise ConfigError(f"task.dataset={task['dataset']!r} must be v1 or v2 for squad")
+    _positive("task.eval_every_steps", task["eval_every_steps"], integer=True)
+    if task["switches"]:
+        from tasks.math_protocol import SWITCHES
+
+        if task["family"] != "math":
+            raise ConfigError(f"task.switches: task={task['name']} has no switches (only the math family)")
+        unknown = sorted(set(task["switches"]) - set(SWITCHES))
+        if unknown:
+            raise ConfigError(f"task.switches: unknown {', '.join(unknown)}; known: {', '.join(SWITCHES)}")
 
 
 def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any]) -> tuple[str, str]:
@@ -132,6 +142,11 @@ def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any])
         raise ConfigError(f"model={model['name']} has no {modality} variant but task={task['name']} needs "
                           f"{modality}; models for {modality}: see conf/model/")
     backbone = model["backbones"][modality]
+    if task["family"] == "math" and not (backbone in BACKBONES and BACKBONES[backbone].decoder):
+        decoders = ", ".join(k for k, v in BACKBONES.items() if v.decoder)
+        raise ConfigError(f"task={task['name']} generates text: it needs a causal LM (backbones {decoders}; "
+                          f"e.g. model=tiny-llama or model=llama-3.2-3b); model={model['name']} is a "
+                          f"{backbone} encoder")
     method = peft["method"]  # which methods a backbone takes: capaboost's own table (torch-free import)
     supported = BACKBONES[backbone].methods if backbone in BACKBONES else ()
     if method not in supported:

@@ -44,12 +44,14 @@ class PeftConf:
 @dataclass
 class TaskConf:
     name: str = MISSING                   # glue/cola
-    family: str = MISSING                 # glue | squad | vtab
+    family: str = MISSING                 # glue | squad | vtab | math
     dataset: str = MISSING                # cola | v1 | cifar
     protocol: str = MISSING
     main_metric: str = MISSING
     eval_every: int | None = 1            # epochs between evaluation rounds; None: after the last epoch only
     report: str = "best_select_epoch"     # the evaluated epoch reported as "best" (config.REPORT_RULES)
+    eval_every_steps: int | None = None   # generation tasks (math): validate every N optimizer steps
+    switches: dict[str, bool] = field(default_factory=dict)  # named departures from the protocol (math)
 
 
 @dataclass

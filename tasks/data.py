@@ -47,8 +47,8 @@ from tasks.original_formats import _SQUAD_JSON, _TSV, _TSV_FILES, read_glue_tsv
 from tasks.schema import GLUE, GLUE_HUB_ID, GLUE_LARGE, SQUAD_COLUMNS, SQUAD_HUB_ID, SQUAD_VERSIONS
 from tasks.vtab_data import load_vtab
 
-__all__ = ["load_glue", "load_squad", "load_vtab", "permutation", "apply_glue_protocol", "read_glue_tsv",
-           "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
+__all__ = ["load_glue", "load_squad", "load_vtab", "load_math", "permutation", "apply_glue_protocol",
+           "read_glue_tsv", "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +206,46 @@ def load_squad(version: str, source: str | Path = "hub", seed: int = 42,
     _require(raw, ("train", "validation"), SQUAD_COLUMNS, f"SQuAD {version}")
     return datasets.DatasetDict({"train": _limit(raw["train"], train_limit, seed, permuted=False),
                                  "select": raw["validation"], "report": raw["validation"]})
+
+
+# --- MetaMathQA -> GSM8K (PEFT's decoder benchmark, tasks/math_protocol.py) ---------------------------
+
+MATH_LOCAL = {"metamathqa": ("metamathqa", "MetaMathQA"), "gsm8k": ("gsm8k", "GSM8K")}
+
+
+def _math_local(root: Path, name: str) -> datasets.DatasetDict:
+    for folder in MATH_LOCAL[name]:
+        if _is_saved_dict(root / folder):
+            return datasets.load_from_disk(str(root / folder))
+    raise ValueError(f"source: {root} lacks a save_to_disk DatasetDict for {name} (looked in "
+                     f"{' and '.join(f + '/' for f in MATH_LOCAL[name])}); make one with "
+                     f"datasets.load_dataset(...).save_to_disk('{root}/{MATH_LOCAL[name][0]}')")
+
+
+def load_math(source: str | Path = "hub", train_limit: int | None = None) -> datasets.DatasetDict:
+    """train = MetaMathQA "train" after PEFT's length filter (query, response); select = the 50 GSM8K
+    train questions PEFT validates on; report = GSM8K "test". GSM8K's question/answer are renamed
+    query/response, as PEFT does (data.py:66). ``source``: "hub", "fixture", or a directory holding
+    ``metamathqa/`` and ``gsm8k/`` (save_to_disk copies of the hub datasets)."""
+    from tasks import math_protocol as mp
+
+    _check_common(0, train_limit, source)
+    if source == "hub":
+        metamath = datasets.load_dataset(mp.METAMATHQA_HUB_ID)
+        gsm8k = datasets.load_dataset(mp.GSM8K_HUB_ID, mp.GSM8K_CONFIG)
+    elif source == "fixture":
+        metamath, gsm8k = fixtures.metamathqa_raw(), fixtures.gsm8k_raw()
+    else:
+        metamath, gsm8k = _math_local(Path(source), "metamathqa"), _math_local(Path(source), "gsm8k")
+    _require(metamath, ("train",), mp.METAMATHQA_COLUMNS, "MetaMathQA")
+    _require(gsm8k, ("train", "test"), mp.GSM8K_COLUMNS, "GSM8K")
+    train = metamath["train"]
+    train = train.select(mp.keep_indices(train["query"], train["response"]))
+    if train_limit is not None:
+        train = train.select(range(min(train_limit, len(train))))  # PEFT reads it unshuffled: the first N
+    gsm8k = gsm8k.rename_columns({"question": "query", "answer": "response"})
+    return datasets.DatasetDict({
+        "train": train.select_columns(["query", "response"]),
+        "select": gsm8k["train"].select(mp.valid_indices(len(gsm8k["train"]))).select_columns(
+            ["query", "response"]),
+        "report": gsm8k["test"].select_columns(["query", "response"])})

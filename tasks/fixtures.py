@@ -206,3 +206,58 @@ def all_texts() -> list[str]:
             texts.extend(split["question"])
             texts.extend(split["context"])
     return texts
+
+
+# --- MetaMathQA / GSM8K (PEFT's decoder benchmark) ----------------------------------------------------
+
+N_METAMATH, N_GSM8K_TRAIN, N_GSM8K_TEST = 96, 64, 24
+_ITEMS = ("apples", "pencils", "marbles", "books", "stickers", "coins")
+_MATH_TYPES = ("GSM_Rephrased", "GSM_AnsAug", "MATH_AnsAug", "GSM_SV", "GSM_FOBAR", "MATH_Rephrased")
+
+
+def _word_problem(rng: np.random.Generator) -> tuple[str, int, int, str]:
+    a, b = int(rng.integers(2, 60)), int(rng.integers(2, 60))
+    item = str(rng.choice(_ITEMS))
+    return f"Sam has {a} {item} and buys {b} more. How many {item} does Sam have now?", a, b, item
+
+
+def metamathqa_split(n: int = N_METAMATH) -> datasets.Dataset:
+    """Rows shaped like meta-math/MetaMathQA "train": query, response ending in "The answer is: n",
+    type, original_question. Every 16th response is padded past the 1,300-character filter."""
+    rng = _rng("metamathqa", "train")
+    rows: dict[str, list] = {"type": [], "query": [], "original_question": [], "response": []}
+    for i in range(n):
+        query, a, b, item = _word_problem(rng)
+        steps = f"Sam starts with {a} {item}. After buying {b} more, Sam has {a} + {b} = {a + b} {item}."
+        if i % 16 == 15:
+            steps += " Let us check the sum once more." * 45  # > 1,300 characters: filtered out
+        rows["type"].append(_MATH_TYPES[i % len(_MATH_TYPES)])
+        rows["query"].append(query)
+        rows["original_question"].append(query)
+        rows["response"].append(f"{steps}\nThe answer is: {a + b}")
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {k: datasets.Value("string") for k in rows}))
+
+
+def _gsm8k_split(split: str, n: int) -> datasets.Dataset:
+    rng = _rng("gsm8k", split)
+    rows: dict[str, list] = {"question": [], "answer": []}
+    for _ in range(n):
+        query, a, b, item = _word_problem(rng)
+        rows["question"].append(query)
+        rows["answer"].append(f"Sam has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item}.\n#### {a + b}")
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {k: datasets.Value("string") for k in rows}))
+
+
+@cache
+def metamathqa_raw() -> datasets.DatasetDict:
+    """What ``load_dataset("meta-math/MetaMathQA")`` gives: one "train" split."""
+    return datasets.DatasetDict({"train": metamathqa_split()})
+
+
+@cache
+def gsm8k_raw() -> datasets.DatasetDict:
+    """What ``load_dataset("openai/gsm8k", "main")`` gives: train and test, question / answer."""
+    return datasets.DatasetDict({"train": _gsm8k_split("train", N_GSM8K_TRAIN),
+                                 "test": _gsm8k_split("test", N_GSM8K_TEST)})

@@ -26,6 +26,7 @@ HPARAMS_NOT_IDENTITY = ("grad_accum",)
 # Trainer keys added after runs existed: in the identity only when set away from this default, so
 # earlier runs keep their directories.
 TRAINER_IF_NOT_DEFAULT = {"clip": TrainerConf.clip}
+TASK_KEYS_IF_SET = ("eval_every_steps", "switches")
 
 
 def digest(data: Any, n: int = 8) -> str:
@@ -38,6 +39,8 @@ def identity(config: dict[str, Any], peft_name: str, capaboost: dict[str, Any],
     from capaboost import __version__ as capaboost_version  # no torch: capaboost loads lazily
 
     out = {k: v for k, v in config.items() if k not in NOT_IDENTITY and k != "seed"}
+    # task keys added later enter only when set, so earlier runs keep their identity (and run dir)
+    out["task"] = {k: v for k, v in out["task"].items() if k not in TASK_KEYS_IF_SET or v}
     out["peft"] = peft_name
     out["capaboost"] = capaboost
     out["capaboost_version"] = capaboost_version  # a new method revision (e.g. new masks) is a new run

@@ -153,3 +153,53 @@ def squad_metrics(predictions: Mapping[str, str], references: Iterable[Mapping[s
                 out[f"{prefix}_exact_match"] = float(np.mean([exact[q] for q in ids]))
                 out[f"{prefix}_f1"] = float(np.mean([f1[q] for q in ids]))
     return out
+
+
+# --- GSM8K (PEFT's MetaMathQA benchmark) ------------------------------------------------------------
+
+MATH_DELIMITERS = ("The answer is: ", "The answer is ", "The final answer is: ", "The final answer is ",
+                   "#### ")  # MetaMathQA's four, then GSM8K's (peft utils.py:412-420)
+
+
+def math_answer(text: str, lenient: bool = False) -> float | str | None:
+    """The answer rule of PEFT's benchmark (huggingface/peft@5d602fdb, method_comparison/MetaMathQA/
+    utils.py:399-507), for model outputs and gold answers alike.
+
+    The text (stripped, trailing ``.!?`` removed) is cut after the LAST occurrence of the FIRST delimiter
+    of MATH_DELIMITERS it contains, at the first newline, and stripped of `` .!?$%``; that is a number if
+    Decimal reads it (``a/b`` divided out, commas not allowed) and compared as a float, else a string;
+    no delimiter: None (wrong). ``lenient`` (switch lenient_answers) also drops thousands commas.
+    """
+    from decimal import Decimal, DivisionByZero, InvalidOperation
+
+    text = text.strip().rstrip(".!?")
+    delimiter = next((d for d in MATH_DELIMITERS if d in text), None)
+    if delimiter is None:
+        return None
+    answer = text.rpartition(delimiter)[-1].strip().split("\n", 1)[0].strip(" .!?$%")
+    number = answer.replace(",", "") if lenient else answer
+    try:
+        if "/" in number:
+            parts = number.split("/")
+            if len(parts) != 2:
+                return answer
+            numerator, denominator = Decimal(parts[0].strip()), Decimal(parts[1].strip())
+            return answer if denominator == 0 else float(numerator / denominator)
+        return float(Decimal(number.strip()))
+    except (DivisionByZero, InvalidOperation, ValueError):
+        return answer
+
+
+def math_accuracy(predictions: list[str], golds: list[str], lenient: bool = False) -> float:
+    """Fraction of outputs whose answer equals the gold answer's (peft utils.py:468-507); a gold answer
+    without a delimiter is a data error, as there."""
+    if len(predictions) != len(golds) or not golds:
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
+    correct = 0
+    for prediction, gold in zip(predictions, golds, strict=True):
+        want = math_answer(gold, lenient)
+        if want is None:
+            raise ValueError(f"gold answer has no answer delimiter: {gold[-80:]!r}")
+        got = math_answer(prediction, lenient)
+        correct += got is not None and got == want
+    return correct / len(golds)

@@ -120,11 +120,12 @@ def weights_dtype(backbone: str, precision: str) -> torch.dtype:
 
 
 def ready_for_training(model: nn.Module, backbone: str, precision: str,
-                       gradient_checkpointing: bool = False) -> nn.Module:
-    """After PEFT is attached: frozen weights in ``weights_dtype``, trained ones in fp32 (transformers 5
-    loads a checkpoint in its own dtype, bf16 for today's decoders), and activation checkpointing on
-    request (non-reentrant: gradients reach the adapters although the embeddings are frozen)."""
-    frozen = weights_dtype(backbone, precision)
+                       gradient_checkpointing: bool = False, frozen: str | None = None) -> nn.Module:
+    """After PEFT is attached: frozen weights in ``weights_dtype`` (or ``frozen``, a torch dtype name,
+    where the task fixes it), trained ones in fp32 (transformers 5 loads a checkpoint in its own dtype,
+    bf16 for today's decoders), and activation checkpointing on request (non-reentrant: gradients reach
+    the adapters although the embeddings are frozen)."""
+    frozen = getattr(torch, frozen) if frozen else weights_dtype(backbone, precision)
     for p in model.parameters():
         want = torch.float32 if p.requires_grad else frozen
         if p.is_floating_point() and p.dtype != want:
@@ -265,3 +266,37 @@ def _load_npz(vit: nn.Module, path: str, name: str) -> None:
     with torch.no_grad():
         for k, v in vit.get_classifier().state_dict().items():
             v.copy_(head[k])
+
+
+def load_causal(model_cfg: dict[str, Any], corpus: Iterable[str] = (), max_length: int = 512,
+                dtype: str = "float32") -> tuple[nn.Module, Any]:
+    """(causal LM, tokenizer) for generation tasks: ``AutoModelForCausalLM`` from ``model.path`` or the
+    hub id with weights in ``dtype`` (the math task: bf16, as PEFT's benchmark loads them), or a
+    random-init tiny decoder with a word tokenizer built from ``corpus`` (offline tests, fp32)."""
+    import transformers
+
+    torch_dtype = getattr(torch, dtype)
+    if model_cfg["kind"] == "tiny":
+        return _tiny_causal(model_cfg, corpus, max_length)
+    if model_cfg["kind"] != "hf":
+        raise ValueError(f"model.kind={model_cfg['kind']!r} has no causal-LM loader")
+    source = model_cfg.get("path") or model_cfg["hub_id"]
+    tokenizer = load_tokenizer(source)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    return model, tokenizer
+
+
+def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: int) -> tuple[nn.Module, Any]:
+    """The tiny decoder (``tiny_text_config``) with its causal-LM head; the word tokenizer prepends
+    <s> only, as Llama's does (no EOS: PEFT's benchmark pads with EOS and learns the first one)."""
+    from tokenizers import processors
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
+    positions = max(max_length, 1024)  # prompt + generated tokens (up to 800 in the math task)
+    config = tiny_text_config(model_cfg, len(tokenizer), positions, tokenizer.pad_token_id, bos,
+                              tokenizer.eos_token_id)
+    return AutoModelForCausalLM.from_config(config), tokenizer

@@ -44,6 +44,13 @@ class Job:
     select_score: Callable[[dict[str, float]], float]
     selection_metric: str
     aliases: dict[str, str] = field(default_factory=dict)   # {"select": "report"}: same data, eval once
+    # Generation-based tasks (tasks/math.py) evaluate with their own callback instead of EpochEvaluation
+    # (it logs eval_<split>_<metric> the same way), read the data in order ("sequential": the task has
+    # ordered it) and add to result.json / write more files before it is written (``finish``).
+    evaluator: TrainerCallback | None = None
+    train_sampling: str = "random"
+    finish: Callable[[dict[str, Any], Path], None] | None = None
+    frozen_dtype: str | None = None  # the task fixes the frozen weights' dtype (math: bf16 without AMP)
 
 
 # --- model ----------------------------------------------------------------------------------------------
@@ -108,6 +115,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
+        train_sampling_strategy=job.train_sampling,
         disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
@@ -157,7 +165,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
-                              spec.config["trainer"]["gradient_checkpointing"])
+                              spec.config["trainer"]["gradient_checkpointing"], frozen=job.frozen_dtype)
     params = capaboost.count_parameters(model)
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
@@ -165,7 +173,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
     wandb_run = start_wandb(spec, run_dir, checkpoint) if use_wandb else None
-    epochs = EpochEvaluation(job.evals, spec.config["task"]["eval_every"])
+    epochs = job.evaluator or EpochEvaluation(job.evals, spec.config["task"]["eval_every"])
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
@@ -202,6 +210,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "run_dir": str(run_dir), "history": history, **device.record(placement),
     }
     if info.is_main:
+        if job.finish is not None:  # before result.json: a kill in between re-runs the whole run
+            job.finish(result, run_dir)
         capaboost.save(peft_root, run_dir / WEIGHTS)
         if wandb_run is not None:  # before result.json: a kill in between re-runs this, W&B included
             wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
