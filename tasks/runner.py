@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import datacheck, device, distributed, evaluation, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -127,15 +127,16 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup(cuda=placement.device == "cuda")
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    raw = datacheck.load(spec)  # DataError (one line) before the run directory exists
     with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
         if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
             return reuse_result(result_path, spec.sweep, locked=True)
-        return _train(spec, callbacks, info, preemption, status, start, placement)
+        return _train(spec, callbacks, info, preemption, status, start, placement, raw)
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
            preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
-           placement: device.Placement) -> dict[str, Any]:
+           placement: device.Placement, raw: Any = None) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if spec.force and info.is_main:
@@ -153,7 +154,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         print(f"resuming from {checkpoint}")
 
     set_seed(spec.seed)
-    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
+    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec, raw)
     model, peft_root = attach_peft(job.model, spec)
     params = capaboost.count_parameters(model)
     digest = distributed.check_masks(peft_root, info)
