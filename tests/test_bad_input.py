@@ -23,8 +23,9 @@ STSB = ["task=glue/stsb", "peft=capaboost_lora"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", "model=tiny", "data=fixture", "logger=none",
-                           "trainer.progress=false", *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    command = [sys.executable, "run.py", "model=tiny", "data=fixture", "logger=none",
+               "trainer.progress=false"]
+    return subprocess.run([*command, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
 
 
 def one_line(proc: subprocess.CompletedProcess) -> str:
