@@ -59,6 +59,7 @@ class Status:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / STATUS
         self.base = {**runlock.this_process(), "started": _now()}
+        self.outcome = "completed"  # what a run that returns normally ends as ("diverged": tasks.divergence)
 
     def write(self, status: str, **extra: Any) -> None:
         try:  # best effort: never hide the error being reported (a full disk, say) behind this one
@@ -209,7 +210,7 @@ def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[S
     try:
         yield status, preemption
         if is_main:
-            status.write("completed")
+            status.write(status.outcome)
     except Preempted as stop:
         _finish_wandb(1)
         if is_main:

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import datacheck, device, distributed, evaluation, lifecycle, runlock
+from tasks import datacheck, device, distributed, divergence, evaluation, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -107,6 +108,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: tasks.divergence stops the run there
         disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
@@ -122,8 +124,9 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if result_path.is_file() and not spec.force:
-        print(f"already completed: {result_path} (force=true re-runs it)")
-        return reuse_result(result_path, spec.sweep)
+        result = reuse_result(result_path, spec.sweep)
+        print(f"already {result.get('status', 'completed')}: {result_path} (force=true re-runs it)")
+        return result
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup(cuda=placement.device == "cuda")
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
@@ -168,35 +171,45 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, divergence.Divergence(), *callbacks])
     epochs.trainer = trainer
-    trainer.train(resume_from_checkpoint=checkpoint)
+    diverged = None
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except divergence.Diverged as stop:  # a finished outcome: result.json says where (tasks.divergence)
+        diverged = stop
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
-    if not history:
+    if not history and diverged is None:
         raise RuntimeError("training finished without a single evaluation round")
-    scores = [job.select_score(row["select"]) for row in history]
-    rule = spec.config["task"]["report"]
-    best_i = evaluation.chosen_round(scores, rule)
     result = {
         "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
         "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
         "seed": spec.seed, "mask_seed": spec.mask_seed,
-        "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
-        "best_epoch": evaluation.epoch_number(history[best_i]), "epochs_evaluated": len(history),
-        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
-                      "rule": rule},
+        "metrics": None, "best": None, "best_epoch": None, "epochs_evaluated": len(history),
+        "selection": None,
         "main_metric": spec.main_metric, "params": params, "status": "completed",
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
         "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
         "identity": spec.identity, "identity_key": spec.identity_key,
         "sweeps": [spec.sweep] if spec.sweep else [],
-        "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
+        "mask_digest": digest, "rank": None, "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
-        "run_dir": str(run_dir), "history": history, **device.record(placement),
+        "run_dir": str(run_dir), "history": divergence.finite_or_none(history), **device.record(placement),
     }
+    if diverged is not None:
+        return _diverged(result, diverged, run_dir, status, wandb_run, info)
+    scores = [job.select_score(row["select"]) for row in history]
+    rule = spec.config["task"]["report"]
+    best_i = evaluation.chosen_round(scores, rule)
+    result.update({
+        "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
+        "best_epoch": evaluation.epoch_number(history[best_i]),
+        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
+                      "rule": rule},
+        "rank": capaboost.analysis.rank_summary(model)})
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)
         if wandb_run is not None:  # before result.json: a kill in between re-runs this, W&B included
@@ -205,8 +218,29 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                      | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
                                                                              for k, v in params.items()}})
             wandb_run.finish()
-        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
+        write_text(result_path, to_json(result))
         print(summary_line(result, result_path))
+    distributed.teardown()
+    return result
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """Strict JSON (a bare NaN is refused here rather than written for other readers to choke on)."""
+    return json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
+
+
+def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: lifecycle.Status,
+              wandb_run: Any, info: distributed.DistInfo) -> dict[str, Any]:
+    """result.json with status ``diverged`` and where; no weights file, no rank (tasks.divergence)."""
+    result.update(status="diverged", diverged=stop.record())
+    status.outcome = "diverged"
+    if info.is_main:
+        if wandb_run is not None:
+            wandb_run.summary.update({"diverged_at_step": stop.step})
+            wandb_run.finish()
+        write_text(run_dir / RESULT, to_json(result))
+        print(f"diverged: {stop}; stopped there. {run_dir / RESULT} records status diverged (a rerun is a "
+              f"no-op; force=true starts over)", file=sys.stderr, flush=True)
     distributed.teardown()
     return result
 
