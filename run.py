@@ -77,6 +77,7 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
+    from tasks.datacheck import DataError
     from tasks.lifecycle import DiskFull
     from tasks.runlock import RunLocked
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
@@ -85,6 +86,9 @@ def main(cfg: DictConfig) -> dict | None:
         return execute(spec)
     except ConfigError as error:  # found once torch is loaded, e.g. trainer.device=cuda without CUDA
         fail(error)
+    except DataError as error:  # the data does not fit its task's schema; no run directory was made
+        print(f"data error: {error}", file=sys.stderr)
+        sys.exit(2)
     except (RunLocked, DiskFull) as error:  # one line, not a traceback; 75: EX_TEMPFAIL, try again later
         print(f"error: {error}", file=sys.stderr)
         sys.exit(75 if isinstance(error, RunLocked) else 1)

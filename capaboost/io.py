@@ -4,10 +4,15 @@ A checkpoint holds the trained tensors, the config (with the mask seed) and the 
 the masks are rebuilt on load and must hash to that digest (otherwise the packed values would land
 in the wrong places). Entries of a masked weight that no branch keeps never reach the output,
 so only the union of the masks is stored: the file tracks the *effective* parameters.
+
+Each tensor's bytes are hashed into the metadata (``sha256``): safetensors itself checks the header but
+not the data, so one flipped byte inside a tensor would load silently. ``capaboost/2`` files written
+before the hashes existed still load, unchecked.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 
@@ -31,6 +36,21 @@ def _config(model: nn.Module) -> CapaBoostConfig:
     return cfg
 
 
+def _sha256(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Per tensor: sha256 of its dtype, shape and raw bytes (what the file must give back)."""
+    out = {}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        out[name] = h.hexdigest()
+    return out
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
 def save(model: nn.Module, path: str | os.PathLike) -> None:
     """Write trainable tensors (masked ones packed to their mask union) + config, atomically."""
     model = unwrap(model)
@@ -43,7 +63,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             if union is not None:
                 packed.append(name)
     meta = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "packed": json.dumps(packed),
-            "mask_digest": mask_digest(model)}
+            "mask_digest": mask_digest(model), "sha256": json.dumps(_sha256(tensors))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -56,23 +76,41 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # safetensors' own error types: a truncated or garbage file
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or not one): "
+                         f"{_one_line(error)}") from None
     if meta.get("format") != FORMAT:
         found = meta.get("format")
         old = ", written before masks were drawn without ties: retrain" if found == "capaboost/1" else ""
         raise ValueError(f"{path} is not a CapaBoost checkpoint of format {FORMAT} (format {found!r}){old}")
-    cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
+    try:
+        cfg = CapaBoostConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: its stored config is unreadable: {_one_line(error)}") from None
+    try:  # all of the file is read and checked before the model is touched
+        tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
+        saved_sums = json.loads(meta["sha256"]) if "sha256" in meta else None
+    except Exception as error:  # header fine, data cut short or metadata mangled
+        raise ValueError(f"{path} is damaged (truncated or garbled): {_one_line(error)}") from None
+    if saved_sums is not None:  # absent from capaboost/2 files written before the hashes: unchecked
+        sums = _sha256(tensors)
+        bad = sorted(n for n in sums if saved_sums.get(n) != sums[n])
+        if bad:
+            raise ValueError(f"{path} is damaged: tensor {bad[0]} does not match the sha256 saved with it")
     model = unwrap(model)
     if getattr(model, "capaboost_config", None) is None:
         model = apply(model, cfg)
     elif model.capaboost_config != cfg:
-        raise ValueError(f"checkpoint config {cfg} differs from the model's {model.capaboost_config}")
+        raise ValueError(f"{path}: checkpoint config {cfg} differs from the model's {model.capaboost_config}")
     saved, rebuilt = str(meta.get("mask_digest")), mask_digest(model)
     if saved != rebuilt:
         raise ValueError(f"{path}: its masks (digest {saved[:12]}) differ from the ones rebuilt here "
                          f"({rebuilt[:12]}): another mask generation or mask_seed")
-    tensors, packed = load_file(str(path)), set(json.loads(meta["packed"]))
     params, unions = dict(model.named_parameters()), mask_unions(model)
     trainable = {n for n, p in params.items() if p.requires_grad}
     if set(tensors) != trainable:

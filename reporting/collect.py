@@ -92,8 +92,12 @@ def _metric_problem(metrics: Any, where: str) -> str | None:
     if not isinstance(metrics, dict):
         return f"'{where}' is not a mapping"
     for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            continue  # non-numeric extras (e.g. counts as strings) are not table metrics
+        # every metric is a table cell: a string ("0.99"), null, NaN or Infinity would become "nan ± nan"
+        # or break the paired step, so the whole file is refused by name (json.load reads bare NaN)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"metric {where}.{name}={json.dumps(value)} is not a number"
+        if not math.isfinite(value):
+            return f"metric {where}.{name}={value} is not finite (not a table cell)"
         low = -1.0 if name in SIGNED else 0.0
         if name in SIGNED or name in {"accuracy", "f1", "exact_match", "accuracy_mismatched"}:
             if not low - 1e-9 <= value <= 1.0 + 1e-9:

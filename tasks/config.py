@@ -7,6 +7,8 @@ transformers or datasets: a bad config is rejected in about a second.
 """
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,13 +87,25 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
-def _positive(key: str, value: Any, integer: bool = False) -> None:
+def _positive(key: str, value: Any, integer: bool = False, low: float = 0.0, inclusive: bool = False) -> None:
+    """``value`` > ``low`` (>= with ``inclusive``) and finite: NaN compares false with everything, so
+    without the explicit check ``nan`` and ``inf`` would pass every range."""
     if value is None:
         return
     if integer and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key}={value!r} must be an integer")
-    if value <= 0:
-        raise ConfigError(f"{key}={value!r} must be > 0")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
+    if value < low or (value == low and not inclusive):
+        raise ConfigError(f"{key}={value!r} must be {'>=' if inclusive else '>'} {low:g}")
+
+
+# Numeric rules as data: key -> (lowest value, whether the lowest itself is allowed); every one must be
+# finite. Recipe-supplied keys are checked after the recipe is merged (``_hparams``), the others as set.
+FLOAT_RULES = {"epochs": (0.0, False), "lr": (0.0, False), "weight_decay": (0.0, True),
+               "max_grad_norm": (0.0, False), "save_every_minutes": (0.0, False)}
+INT_KEYS = ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
+            "logging_steps", "save_total_limit", "save_every_steps")
 
 
 def _check_harness_values(c: dict[str, Any]) -> None:
@@ -115,10 +129,9 @@ def _check_harness_values(c: dict[str, Any]) -> None:
                           f"task={task['name']} trains a timm model (leave it false)")
     _choice("logger.name", logger["name"], LOGGERS)
     _choice("logger.mode", logger["mode"], WANDB_MODES)
-    for key in ("epochs", "lr", "max_grad_norm", "save_every_minutes"):
-        _positive(f"trainer.{key}", trainer[key])
-    for key in ("batch_size", "max_seq_length", "doc_stride", "max_steps", "grad_accum", "eval_batch_size",
-                "logging_steps", "save_total_limit", "save_every_steps"):
+    for key, (low, inclusive) in FLOAT_RULES.items():
+        _positive(f"trainer.{key}", trainer[key], low=low, inclusive=inclusive)
+    for key in INT_KEYS:
         _positive(f"trainer.{key}", trainer[key], integer=True)
     for key in ("train_limit", "eval_limit"):
         _positive(f"data.{key}", data[key], integer=True)
@@ -163,8 +176,55 @@ def _check_paths(model: dict[str, Any], data: dict[str, Any]) -> None:
         data["source"] = "path"
     else:
         _choice("data.source", data["source"], DATA_SOURCES)
-    if model["path"] is not None and not Path(model["path"]).exists():
-        raise ConfigError(f"model.path={model['path']!r} does not exist")
+    if model["path"] is not None:
+        _check_model_path(model["kind"], model["name"], Path(model["path"]))
+
+
+# What a save_pretrained directory must hold: a parseable config.json and one of these tokenizer files.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spm.model",
+                   "sentencepiece.bpe.model")
+
+
+def _check_model_path(kind: str, name: str, path: Path) -> None:
+    """model.path must be what the model's loader reads: a timm checkpoint file, or a save_pretrained
+    directory with a readable config.json and a tokenizer (not found: transformers' own messages name a
+    missing tokenizer package instead). A random-init model reads none: a path there would be ignored."""
+    key = f"model.path={str(path)!r}"
+    if not path.exists():
+        raise ConfigError(f"{key} does not exist")
+    if kind == "tiny":
+        raise ConfigError(f"{key} is not used by model={name} (random init, no weights): drop it, or pick a "
+                          f"model that loads weights")
+    if kind == "timm":
+        if not path.is_file():
+            raise ConfigError(f"{key} must be a timm checkpoint file (.safetensors, .pth), not a directory")
+        return
+    if not path.is_dir():
+        raise ConfigError(f"{key} must be a save_pretrained directory (config.json, tokenizer files)")
+    config = path / "config.json"
+    try:
+        loaded = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{key} has no config.json: not a save_pretrained directory") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{key}: {config} is not readable JSON ({' '.join(str(error).split())[:120]})"
+                          ) from None
+    if not isinstance(loaded, dict) or not loaded.get("model_type"):
+        raise ConfigError(f"{key}: {config} has no \"model_type\": not a transformers model config")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(f"{key} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+
+
+def _check_run_tree(run_dir: Path) -> None:
+    """Every existing part of the run's path must be a directory (a runs_root or a ``checkpoints`` that
+    is a file would fail deep inside the Trainer): refused here, before anything is written."""
+    checkpoints = run_dir / "checkpoints"
+    for path in (checkpoints, *checkpoints.parents):
+        if path.exists():  # the nearest existing part; everything above it is a directory then
+            if not path.is_dir():
+                raise ConfigError(f"{path} is a file, not a directory: the run directory {run_dir} "
+                                  f"cannot be made there (move it away, or set runs_root=<dir>)")
+            return
 
 
 def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
@@ -200,6 +260,9 @@ def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
     if hparams["batch_size"] % trainer["grad_accum"]:
         raise ConfigError(f"trainer.grad_accum={trainer['grad_accum']} must divide the batch size "
                           f"{hparams['batch_size']}")
+    for key in FLOAT_RULES.keys() & hparams.keys():  # the recipe's values too, named as the user sets them
+        low, inclusive = FLOAT_RULES[key]
+        _positive(f"trainer.{key}", hparams[key], low=low, inclusive=inclusive)
     if not 0.0 <= hparams["warmup_ratio"] < 1.0:
         raise ConfigError(f"warmup_ratio={hparams['warmup_ratio']} must be in [0, 1)")
     return hparams
@@ -241,12 +304,14 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     cb = _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]
     ident = identity.identity(c, peft["name"], cb, hparams, _FROM_RECIPE)
+    run_dir = identity.run_dir(c["runs_root"], ident, c["seed"])
+    _check_run_tree(Path(run_dir))
     return RunSpec(task=task["name"], family=task["family"], dataset=task["dataset"],
                    protocol=task["protocol"],
                    main_metric=task["main_metric"], modality=modality, model=model["name"], backbone=backbone,
                    peft=peft["name"], method=peft["method"], capaboost=bool(peft["capaboost"]), d=cb["d"],
                    density=cb["density"], mask=cb["mask"], seed=c["seed"], mask_seed=c["mask_seed"],
                    hparams=hparams, capaboost_config=cb, config=c,
-                   run_dir=str(identity.run_dir(c["runs_root"], ident, c["seed"])), force=bool(c["force"]),
+                   run_dir=str(run_dir), force=bool(c["force"]),
                    identity=ident, identity_key=identity.identity_key(ident), group=identity.group(ident),
                    sweep=sweep)

@@ -18,15 +18,22 @@ def _encode(batch: dict[str, list], tokenizer: Any, keys: list[str], max_length:
     return enc
 
 
-def prepare(spec: RunSpec) -> Job:
+def load(spec: RunSpec) -> Any:
+    """train/select/report splits under the run's protocol (tasks.datacheck checks them)."""
     from tasks.data import load_glue
+
+    data = spec.config["data"]
+    return load_glue(spec.dataset, data_source(spec), spec.protocol, seed=data["split_seed"],
+                     train_limit=data["train_limit"])
+
+
+def prepare(spec: RunSpec, raw: Any = None) -> Job:
     from tasks.metrics import glue_metrics, selection_score
     from tasks.schema import GLUE
 
     task, schema, data = spec.dataset, GLUE[spec.dataset], spec.config["data"]
     max_length = spec.hparams["max_seq_length"]
-    raw = load_glue(task, data_source(spec), spec.protocol, seed=data["split_seed"],
-                    train_limit=data["train_limit"])
+    raw = load(spec) if raw is None else raw
     keys = [k for k in schema.keys if k is not None]
     corpus = (text for k in keys for text in raw["train"][k])
     model, tokenizer = models.load_text(spec.config["model"], "seq_cls", schema.num_labels, corpus,

@@ -59,13 +59,24 @@ class Status:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / STATUS
         self.base = {**runlock.this_process(), "started": _now()}
+        self.outcome = "completed"  # what a run that returns normally ends as ("diverged": tasks.divergence)
 
     def write(self, status: str, **extra: Any) -> None:
-        try:  # best effort: never hide the error being reported (a full disk, say) behind this one
-            write_text(self.path, json.dumps({"status": status, **self.base, "updated": _now(), **extra},
-                                             indent=1) + "\n")
+        """Atomically; on a full disk (no room for the temporary copy) in place, which reuses the old
+        file's blocks; failing that, the status goes to stderr. Never raises: the error being reported
+        (a full disk, say) must not be hidden behind this one."""
+        text = json.dumps({"status": status, **self.base, "updated": _now(), **extra}, indent=1) + "\n"
+        try:
+            write_text(self.path, text)
+            return
         except OSError:
             pass
+        try:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as error:
+            print(f"could not write {self.path} ({error.strerror or error}); the run's status is {status}"
+                  + (f": {extra['error']}" if extra.get("error") else ""), file=sys.stderr, flush=True)
 
 
 def _now() -> str:
@@ -84,12 +95,19 @@ def clean_stale_tmp(run_dir: Path) -> list[Path]:
 
 # --- full disks ------------------------------------------------------------------------------------------
 
+# How writers that do not raise OSError report a full disk: safetensors (Rust: "os error 28"), and
+# torch.save (its C++ stream writer names no path and no errno).
+_FULL_TEXT = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_TORCH_WRITE = ("inline_container.cc", "PytorchStreamWriter", "basic_ios::clear", "iostream error")
+
+
 def disk_full(error: BaseException, fallback: Path) -> DiskFull | None:
-    """A one-line DiskFull for ENOSPC / torch.save's failed write, else None."""
+    """A one-line DiskFull for ENOSPC / a writer's failed write (safetensors, torch.save), else None."""
     text = str(error)
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         path = Path(error.filename) if error.filename else fallback
-    elif isinstance(error, RuntimeError) and ("inline_container.cc" in text or "PytorchStreamWriter" in text):
+    elif any(t in text for t in _FULL_TEXT) or (isinstance(error, RuntimeError)
+                                                and any(t in text for t in _TORCH_WRITE)):
         path = fallback
     else:
         return None
@@ -98,8 +116,8 @@ def disk_full(error: BaseException, fallback: Path) -> DiskFull | None:
         mount = mount.parent
     free = shutil.disk_usage(mount).free / 2**20
     first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
-    return DiskFull(errno.ENOSPC, f"disk full: writing {path} failed on the disk mounted at {mount} "
-                                  f"({free:.0f} MiB free; quota or space): {first}")
+    return DiskFull(errno.ENOSPC, f"disk full (no space left on device, or quota): writing {path} failed "
+                                  f"on the disk mounted at {mount} ({free:.0f} MiB free): {first}")
 
 
 def _writing(run_dir: Path) -> Path:
@@ -209,7 +227,7 @@ def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[S
     try:
         yield status, preemption
         if is_main:
-            status.write("completed")
+            status.write(status.outcome)
     except Preempted as stop:
         _finish_wandb(1)
         if is_main:

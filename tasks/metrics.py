@@ -26,7 +26,11 @@ def _schema(task: str):
 
 
 def _correlation(fn, x: np.ndarray, y: np.ndarray) -> float:
-    """Undefined correlations (constant input) count as 0.0, like sklearn's MCC: selection stays ordered."""
+    """Undefined correlations (constant input) count as 0.0, like sklearn's MCC: selection stays ordered.
+    Non-finite predictions are a diverged model, not a constant one: NaN, which stops the run
+    (tasks.divergence) instead of scoring it 0."""
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return math.nan
     if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
         return 0.0
     value = float(fn(x, y)[0])

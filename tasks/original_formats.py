@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,36 +60,46 @@ def _column_index(column: str | int, header: list[str] | None, path: Path) -> in
 
 
 def _read_tsv(task: str, path: Path) -> datasets.Dataset:
-    spec, schema = _TSV[task], GLUE[task]
-    keys = [k for k in schema.keys if k is not None]
+    keys = [k for k in GLUE[task].keys if k is not None]
     rows: dict[str, list] = {k: [] for k in keys} | {"label": [], "idx": []}
-    skipped = 0
     # QUOTE_NONE: GLUE sentences contain unbalanced quotes; utf-8-sig: MRPC's header starts with a BOM.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, []) if spec.header else None
-        where = {c: _column_index(c, header, path) for c in (*spec.columns, spec.label)}
-        width = max(where.values()) + 1
-        for line_no, row in enumerate(reader, start=2 if spec.header else 1):
-            if len(row) < width:
-                skipped += 1  # a handful of QQP lines are truncated in the original release
-                continue
-            raw_label = row[where[spec.label]].strip()
-            if spec.labels is None:
-                label: float | int = float(raw_label)
-            elif raw_label in spec.labels:
-                label = spec.labels.index(raw_label)
-            else:
-                raise ValueError(f"{path}:{line_no}: label {raw_label!r} not in {spec.labels}")
-            for key, column in zip(keys, spec.columns, strict=True):
-                rows[key].append(row[where[column]])
-            rows["label"].append(label)
-            rows["idx"].append(len(rows["idx"]))
-    if skipped:
-        log.warning("%s: skipped %d malformed line(s)", path, skipped)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            _read_rows(task, path, csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), rows)
+    except UnicodeDecodeError as error:  # names the file: the codec's message names only a position
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x}: {error.reason})"
+                         ) from None
     if not rows["idx"]:
         raise ValueError(f"{path}: no rows read")
     return datasets.Dataset.from_dict(rows, features=_glue_features(task))
+
+
+def _read_rows(task: str, path: Path, reader: Iterator[list[str]], rows: dict[str, list]) -> None:
+    spec, keys = _TSV[task], [k for k in GLUE[task].keys if k is not None]
+    skipped = 0
+    header = next(reader, []) if spec.header else None
+    where = {c: _column_index(c, header, path) for c in (*spec.columns, spec.label)}
+    width = max(where.values()) + 1
+    for line_no, row in enumerate(reader, start=2 if spec.header else 1):
+        if len(row) < width:
+            skipped += 1  # a handful of QQP lines are truncated in the original release
+            continue
+        raw_label = row[where[spec.label]].strip()
+        if spec.labels is None:
+            try:
+                label: float | int = float(raw_label)
+            except ValueError:
+                raise ValueError(f"{path}:{line_no}: score {raw_label!r} is not a number") from None
+        elif raw_label in spec.labels:
+            label = spec.labels.index(raw_label)
+        else:
+            raise ValueError(f"{path}:{line_no}: label {raw_label!r} not in {spec.labels}")
+        for key, column in zip(keys, spec.columns, strict=True):
+            rows[key].append(row[where[column]])
+        rows["label"].append(label)
+        rows["idx"].append(len(rows["idx"]))
+    if skipped:
+        log.warning("%s: skipped %d malformed line(s)", path, skipped)
 
 
 def read_glue_tsv(task: str, directory: str | Path) -> datasets.DatasetDict:
@@ -109,7 +120,12 @@ _SQUAD_JSON = {"v1": ("train-v1.1.json", "dev-v1.1.json"), "v2": ("train-v2.0.js
 def _read_squad_json(path: Path) -> datasets.Dataset:
     """The official SQuAD JSON (data -> paragraphs -> qas) flattened to the hub's columns."""
     rows: dict[str, list] = {c: [] for c in SQUAD_COLUMNS}
-    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+    try:
+        articles = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not SQuAD JSON ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:150]})") from None
+    for article in articles:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 answers = [] if qa.get("is_impossible") else qa["answers"]

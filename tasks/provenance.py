@@ -54,8 +54,10 @@ def start_wandb(spec: RunSpec, run_dir: Path, checkpoint: str | None = None) -> 
     continues the same W&B run; the group is the config without the training seed.
 
     Offline, W&B cannot resume: each restart opens a new segment whose step counter starts at 0. So
-    each checkpoint records the counter (``WandbStep``) and a resumed segment's first row is logged at
-    that step: one run, one step axis (merge the segments with ``wandb sync --append``)."""
+    each checkpoint records the counter (``WandbStep``) and a resumed segment continues at that step:
+    one run, one step axis (merge the segments with ``wandb sync --append``). Rows a kill did not let
+    W&B write are not lost: the resumed segment first logs again, from the checkpoint's own log history,
+    every row W&B does not report having (``replay``)."""
     logger = spec.config["logger"]
     import wandb
 
@@ -67,10 +69,41 @@ def start_wandb(spec: RunSpec, run_dir: Path, checkpoint: str | None = None) -> 
     run = wandb.init(project=logger["project"], entity=logger["entity"], id=run_id, resume="allow",
                      group=spec.group, name=run_name(spec), dir=str(run_dir), mode=logger["mode"],
                      config=spec.config, job_type=spec.task)
-    saved = Path(checkpoint or "") / WANDB_STEP
-    if checkpoint and saved.is_file() and run.step < (at := json.loads(saved.read_text()))["step"]:
-        run.log({"train/resumed_at_step": at["global_step"]}, step=at["step"], commit=False)
+    if checkpoint:
+        at = replay(run, Path(checkpoint))
+        if run.step <= at["step"]:
+            run.log({"train/resumed_at_step": at["global_step"]}, step=at["step"], commit=False)
     return run
+
+
+# Logged by transformers' WandbCallback into the run summary, not as history rows.
+_SUMMARY_ONLY = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss",
+                 "total_flos")
+
+
+def replay(run: Any, checkpoint: Path) -> dict[str, int]:
+    """Log again the checkpoint's ``log_history`` rows from the first step W&B does not have
+    (``run.step``: 0 for a new offline segment, the server's next step online), each at its own W&B
+    step and keyed as transformers' WandbCallback keyed it. Returns the checkpoint's W&B counter
+    {"step", "global_step"}.
+
+    Each ``Trainer.log`` call is one log-history entry and one W&B row, so entry i was W&B step
+    ``step - len(log_history) + i``; a row W&B already has is not sent twice.
+    """
+    from transformers.integrations.integration_utils import rewrite_logs
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    history = state.get("log_history") or []
+    saved = checkpoint / WANDB_STEP
+    at = (json.loads(saved.read_text()) if saved.is_file()  # absent: the earlier segment did not log
+          else {"step": len(history), "global_step": state.get("global_step", 0)})
+    first, have = at["step"] - len(history), run.step
+    for i, entry in enumerate(history):
+        if first + i < have:
+            continue
+        row = {k: v for k, v in entry.items() if k != "step" and k not in _SUMMARY_ONLY}
+        run.log({**rewrite_logs(row), "train/global_step": entry["step"]}, step=first + i)
+    return at
 
 
 class WandbStep(TrainerCallback):

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import clipping, device, distributed, evaluation, lifecycle, models, runlock
+from tasks import clipping, datacheck, device, distributed, divergence, evaluation, lifecycle, models, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -116,6 +117,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
         train_sampling_strategy=job.train_sampling,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: tasks.divergence stops the run there
         disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
@@ -131,20 +133,22 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if result_path.is_file() and not spec.force:
-        print(f"already completed: {result_path} (force=true re-runs it)")
-        return reuse_result(result_path, spec.sweep)
+        result = reuse_result(result_path, spec.sweep)
+        print(f"already {result.get('status', 'completed')}: {result_path} (force=true re-runs it)")
+        return result
     placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
     info = distributed.setup(cuda=placement.device == "cuda")
     distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    raw = datacheck.load(spec)  # DataError (one line) before the run directory exists
     with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
         if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
             return reuse_result(result_path, spec.sweep, locked=True)
-        return _train(spec, callbacks, info, preemption, status, start, placement)
+        return _train(spec, callbacks, info, preemption, status, start, placement, raw)
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
            preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
-           placement: device.Placement) -> dict[str, Any]:
+           placement: device.Placement, raw: Any = None) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     if spec.force and info.is_main:
@@ -162,7 +166,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         print(f"resuming from {checkpoint}")
 
     set_seed(spec.seed)
-    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
+    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec, raw)
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
                               spec.config["trainer"]["gradient_checkpointing"], frozen=job.frozen_dtype)
@@ -180,35 +184,45 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     if spec.config["trainer"]["clip"] == "official":
         steps.append(clipping.OfficialClip(model, spec.hparams["max_grad_norm"]))
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, divergence.Divergence(), *callbacks])
     epochs.trainer = trainer
-    trainer.train(resume_from_checkpoint=checkpoint)
+    diverged = None
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except divergence.Diverged as stop:  # a finished outcome: result.json says where (tasks.divergence)
+        diverged = stop
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
-    if not history:
+    if not history and diverged is None:
         raise RuntimeError("training finished without a single evaluation round")
-    scores = [job.select_score(row["select"]) for row in history]
-    rule = spec.config["task"]["report"]
-    best_i = evaluation.chosen_round(scores, rule)
     result = {
         "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
         "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
         "seed": spec.seed, "mask_seed": spec.mask_seed,
-        "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
-        "best_epoch": evaluation.epoch_number(history[best_i]), "epochs_evaluated": len(history),
-        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
-                      "rule": rule},
+        "metrics": None, "best": None, "best_epoch": None, "epochs_evaluated": len(history),
+        "selection": None,
         "main_metric": spec.main_metric, "params": params, "status": "completed",
         "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
         "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
         "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
         "identity": spec.identity, "identity_key": spec.identity_key,
         "sweeps": [spec.sweep] if spec.sweep else [],
-        "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
+        "mask_digest": digest, "rank": None, "world_size": info.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
-        "run_dir": str(run_dir), "history": history, **device.record(placement),
+        "run_dir": str(run_dir), "history": divergence.finite_or_none(history), **device.record(placement),
     }
+    if diverged is not None:
+        return _diverged(result, diverged, run_dir, status, wandb_run, info)
+    scores = [job.select_score(row["select"]) for row in history]
+    rule = spec.config["task"]["report"]
+    best_i = evaluation.chosen_round(scores, rule)
+    result.update({
+        "metrics": report_metrics(history[-1]), "best": report_metrics(history[best_i]),
+        "best_epoch": evaluation.epoch_number(history[best_i]),
+        "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
+                      "rule": rule},
+        "rank": capaboost.analysis.rank_summary(model)})
     if info.is_main:
         if job.finish is not None:  # before result.json: a kill in between re-runs the whole run
             job.finish(result, run_dir)
@@ -219,8 +233,29 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                      | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
                                                                              for k, v in params.items()}})
             wandb_run.finish()
-        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
+        write_text(result_path, to_json(result))
         print(summary_line(result, result_path))
+    distributed.teardown()
+    return result
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """Strict JSON (a bare NaN is refused here rather than written for other readers to choke on)."""
+    return json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
+
+
+def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: lifecycle.Status,
+              wandb_run: Any, info: distributed.DistInfo) -> dict[str, Any]:
+    """result.json with status ``diverged`` and where; no weights file, no rank (tasks.divergence)."""
+    result.update(status="diverged", diverged=stop.record())
+    status.outcome = "diverged"
+    if info.is_main:
+        if wandb_run is not None:
+            wandb_run.summary.update({"diverged_at_step": stop.step})
+            wandb_run.finish()
+        write_text(run_dir / RESULT, to_json(result))
+        print(f"diverged: {stop}; stopped there. {run_dir / RESULT} records status diverged (a rerun is a "
+              f"no-op; force=true starts over)", file=sys.stderr, flush=True)
     distributed.teardown()
     return result
 

@@ -19,6 +19,7 @@ class GlueSchema:
     selection: str                    # the official best-epoch rule (see tasks.metrics.selection_score)
     label_names: tuple[str, ...] = ()  # ClassLabel names in hub order (empty for regression)
     dev_splits: tuple[str, ...] = ("validation",)  # hub dev split(s); MNLI: matched first, then mismatched
+    score_range: tuple[float, float] | None = None  # regression: the scores' scale (STS-B: 0..5)
 
     @property
     def is_regression(self) -> bool:
@@ -33,7 +34,8 @@ GLUE: dict[str, GlueSchema] = {
                        ("not_equivalent", "equivalent")),
     "qqp": GlueSchema(("question1", "question2"), 2, ("accuracy", "f1"), "mean(accuracy,f1)",
                       ("not_duplicate", "duplicate")),
-    "stsb": GlueSchema(("sentence1", "sentence2"), 1, ("pearson", "spearman"), "mean(pearson,spearman)"),
+    "stsb": GlueSchema(("sentence1", "sentence2"), 1, ("pearson", "spearman"), "mean(pearson,spearman)",
+                       score_range=(0.0, 5.0)),
     # MNLI: the official code selects and reports on matched only; the runner adds accuracy_mismatched
     # by evaluating the "report_mismatched" split with the same metric.
     "mnli": GlueSchema(("premise", "hypothesis"), 3, ("accuracy",), "accuracy",

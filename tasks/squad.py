@@ -21,15 +21,22 @@ LABELS = ["start_positions", "end_positions"]
 KEEP = ("example_id", "offset_mapping")
 
 
-def prepare(spec: RunSpec) -> Job:
+def load(spec: RunSpec) -> Any:
+    """train/select/report splits (tasks.datacheck checks them)."""
     from tasks.data import load_squad
+
+    data = spec.config["data"]
+    return load_squad(spec.dataset, data_source(spec), seed=data["split_seed"],
+                      train_limit=data["train_limit"])
+
+
+def prepare(spec: RunSpec, raw: Any = None) -> Job:
     from tasks.metrics import squad_metrics
     from tasks.squad_processing import postprocess_predictions, prepare_eval_features, prepare_train_features
 
     data, hp = spec.config["data"], spec.hparams
     version_2 = spec.dataset == "v2"
-    raw = load_squad(spec.dataset, data_source(spec), seed=data["split_seed"],
-                     train_limit=data["train_limit"])
+    raw = load(spec) if raw is None else raw
     corpus = (text for column in ("question", "context") for text in raw["train"][column])
     model, tokenizer = models.load_text(spec.config["model"], "qa", corpus=corpus,
                                         max_length=hp["max_seq_length"])

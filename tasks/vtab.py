@@ -17,15 +17,22 @@ def accuracy(p: Any) -> dict[str, float]:
     return vtab_metrics(p.predictions, p.label_ids)
 
 
-def prepare(spec: RunSpec) -> Job:
+def load(spec: RunSpec) -> Any:
+    """train/select/report splits under the run's protocol (tasks.datacheck checks them)."""
+    from tasks.data import load_vtab
+
+    data = spec.config["data"]
+    return load_vtab(spec.dataset, data_source(spec), spec.protocol, seed=data["split_seed"],
+                     **({"hub_id": data["hub_id"]} if data["hub_id"] else {}))
+
+
+def prepare(spec: RunSpec, raw: Any = None) -> Job:
     from torchvision import transforms
 
-    from tasks.data import load_vtab
     from tasks.schema import VTAB
 
     data = spec.config["data"]
-    raw = load_vtab(spec.dataset, data_source(spec), spec.protocol, seed=data["split_seed"],
-                    **({"hub_id": data["hub_id"]} if data["hub_id"] else {}))
+    raw = load(spec) if raw is None else raw
     model, prep = models.load_image(spec.config["model"], VTAB[spec.dataset].num_classes)
     size = prep["image_size"]
     transform = transforms.Compose([
