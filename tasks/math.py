@@ -136,13 +136,18 @@ def _tokenise(tokenizer: Any, with_answer: bool, max_length: int, response_only:
     return encode
 
 
-def prepare(spec: RunSpec) -> Job:
+def load(spec: RunSpec) -> Any:
+    """train/select/report splits (tasks.datacheck checks them before a run directory exists)."""
     from tasks.data import load_math
 
+    return load_math(data_source(spec), train_limit=spec.config["data"]["train_limit"])
+
+
+def prepare(spec: RunSpec, raw: Any = None) -> Job:
     data, hp, task = spec.config["data"], spec.hparams, spec.config["task"]
     switches = {k: bool(v) for k, v in task["switches"].items()}
     max_length = hp["max_seq_length"]
-    raw = load_math(data_source(spec), train_limit=data["train_limit"])
+    raw = load(spec) if raw is None else raw
     raw["select"], raw["report"] = (eval_limit(raw[s], data["eval_limit"]) for s in ("select", "report"))
     corpus = (text for split in raw.values() for col in ("query", "response") for text in split[col])
     model, tokenizer = models.load_causal(spec.config["model"], corpus, max_length, mp.PROTOCOL.weights_dtype)
