@@ -7,9 +7,13 @@ signal handlers of ``Preemption``.
 
 On SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 (SLURM's warning before a time limit; submitit's requeue signal)
 training stops at the next step boundary with a complete checkpoint of that step, W&B is finished, and
-the process exits with 128 + the signal number, the shell's code for "killed by that signal", so a
-wrapper that requeues killed jobs requeues it. A handler that was installed before (submitit's, which
-requeues the SLURM job and exits) is called after the checkpoint is on disk, instead of at the signal.
+the process exits with 128 + the signal number, the shell's code for "killed by that signal". Under
+SLURM, TERM, USR1 and USR2 then requeue the job (``requeue``: submitit's own USR2 handler does it for
+USR2 when it is installed; submitit only logs TERM, so the job is requeued here); INT never requeues
+(the way to stop a run for good). A handler that was installed before is called after the checkpoint
+is on disk, instead of at the signal. DataLoader workers ignore these signals (``QuietWorker``): a
+signal sent to the whole process group (SLURM, ``kill -- -PGID``) reaches them too, and a dead worker
+would kill the step before its checkpoint.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +40,7 @@ from tasks import runlock
 STATUS = "status.json"
 SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None),
                             getattr(signal, "SIGUSR2", None)) if s is not None)
+REQUEUE = tuple(s for s in SIGNALS if s != signal.SIGINT)  # under SLURM: save, then requeue
 _STALE_TMP = re.compile(r"^\..+\.(\d+)" + re.escape(TMP_SUFFIX) + "$")   # capaboost.atomic.tmp_name
 
 
@@ -49,6 +55,10 @@ class Preempted(BaseException):
 
 class DiskFull(OSError):
     """A write failed for lack of space; the message names the disk (mount point) and the path."""
+
+
+class Unwritable(OSError):
+    """The run directory cannot be written (a read-only runs_root): one line, before any work."""
 
 
 # --- status.json and stale files ------------------------------------------------------------------------
@@ -66,6 +76,22 @@ class Status:
                                              indent=1) + "\n")
         except OSError:
             pass
+
+
+def record_failure(run_dir: Path, error: BaseException) -> None:
+    """A run that fails before training (device, DDP set-up): status.json says why, so ``make status``
+    shows it failed instead of missing. Only with the run lock (never over a live trainer's status)."""
+    try:
+        lock = runlock.acquire(run_dir)
+    except (runlock.RunLocked, OSError):
+        return
+    try:
+        if not (run_dir / "result.json").exists():
+            message = " ".join(str(error).split())[:500]
+            Status(run_dir).write("failed", error=f"{type(error).__name__}: {message}",
+                                  stage="before training")
+    finally:
+        lock.release()
 
 
 def _now() -> str:
@@ -119,8 +145,8 @@ class Preemption(TrainerCallback):
     """
 
     def __init__(self, every_steps: int | None = None, every_minutes: float | None = None,
-                 agree: Callable[[list[bool]], list[bool]] = lambda flags: flags) -> None:
-        self.every_steps, self.every_minutes, self.agree = every_steps, every_minutes, agree
+                 agree: Callable[[list[bool]], list[bool]] = lambda flags: flags, main: bool = True) -> None:
+        self.every_steps, self.every_minutes, self.agree, self.main = every_steps, every_minutes, agree, main
         self.signum: int | None = None
         self.stopping = False
         self.training = False
@@ -158,6 +184,9 @@ class Preemption(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.training = True
+        loader = kwargs.get("train_dataloader")
+        if loader is not None and getattr(loader, "num_workers", 0):  # before its first iter() forks them
+            loader.worker_init_fn = QuietWorker(loader.worker_init_fn)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._check(state, control)
@@ -176,10 +205,47 @@ class Preemption(TrainerCallback):
         self.training = False
         previous = self.previous.get(error.signum)
         self.restore()
+        submitit_requeues = getattr(previous, "__name__", "") == "checkpoint_and_try_requeue"
+        if error.signum in REQUEUE and self.main and not submitit_requeues:
+            requeue()
         if callable(previous) and previous is not signal.default_int_handler:  # (KeyboardInterrupt)
-            # submitit's: requeue the SLURM job (rank 0) and sys.exit(-1); a plain run has none
+            # submitit's USR2: requeue the SLURM job (rank 0) and sys.exit(-1); its TERM: a log line
             previous(error.signum, None)
         raise SystemExit(128 + error.signum)
+
+
+def requeue() -> bool:
+    """Put this SLURM job back in the queue (the checkpoint is on disk); False outside SLURM or if
+    SLURM refuses (a job that is not requeueable, an interactive allocation), with one line saying so."""
+    job = runlock.slurm_job()
+    if not job:
+        return False
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        print(f"could not requeue SLURM job {job}: {error}", file=sys.stderr, flush=True)
+        return False
+    if done.returncode:
+        why = " ".join((done.stderr or done.stdout).split())[:300]
+        print(f"could not requeue SLURM job {job} (scontrol exit {done.returncode}): {why}; "
+              "relaunch the same command to resume", file=sys.stderr, flush=True)
+        return False
+    print(f"requeued SLURM job {job}: it resumes from this checkpoint", file=sys.stderr, flush=True)
+    return True
+
+
+class QuietWorker:
+    """A DataLoader ``worker_init_fn`` that makes the worker ignore the stop signals, then runs the
+    Trainer's own (its seeding). The main process saves and stops the workers itself."""
+
+    def __init__(self, then: Callable[[int], None] | None) -> None:
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if self.then is not None:
+            self.then(worker_id)
 
 
 # --- the guard -------------------------------------------------------------------------------------------
@@ -190,13 +256,22 @@ def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[S
 
     ``trainer``: the run's trainer config (wait_for_lock, save_every_steps, save_every_minutes).
     """
-    lock, error, is_main = None, "", info.is_main
+    lock, error, is_main, unwritable = None, "", info.is_main, None
     if is_main:
         try:
             lock = runlock.acquire(run_dir, wait=bool(trainer["wait_for_lock"]))
         except runlock.RunLocked as locked:
             error = str(locked)
+        except OSError as failure:
+            if failure.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            unwritable = Unwritable(f"cannot write the run directory {run_dir}: "
+                                    f"{failure.strerror} ({failure.filename}); runs_root must be writable "
+                                    "to train (a finished run there is read as it is)")
+            error = str(unwritable)
     error = agree_error(info)(error)
+    if unwritable is not None:
+        raise unwritable
     if error:
         raise runlock.RunLocked(error)
     status = Status(run_dir)
@@ -204,7 +279,8 @@ def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[S
         for path in clean_stale_tmp(run_dir):
             print(f"removed {path}, left by a process killed while writing it")
         status.write("running")
-    preemption = Preemption(trainer["save_every_steps"], trainer["save_every_minutes"], agree_flags(info))
+    preemption = Preemption(trainer["save_every_steps"], trainer["save_every_minutes"], agree_flags(info),
+                            main=is_main)
     preemption.install()
     try:
         yield status, preemption
@@ -218,6 +294,16 @@ def guard(run_dir: Path, info: Any, trainer: dict[str, Any]) -> Iterator[tuple[S
               file=sys.stderr, flush=True)
         preemption.exit(stop)
     except BaseException as failure:
+        if preemption.signum is not None and isinstance(failure, Exception):
+            # the signal's other effects (a DataLoader worker of an evaluation killed by a signal to the
+            # process group) broke the step: nothing new is saved, the last complete checkpoint is whole
+            _finish_wandb(1)
+            if is_main:
+                status.write("preempted", signal=signal.Signals(preemption.signum).name, step=None,
+                             error=f"{type(failure).__name__}: {' '.join(str(failure).split())[:300]}")
+            print(f"stopped by {signal.Signals(preemption.signum).name} ({type(failure).__name__} after it); "
+                  "resume continues from the last complete checkpoint", file=sys.stderr, flush=True)
+            preemption.exit(Preempted(preemption.signum, None))
         full = disk_full(failure, _writing(run_dir))
         _finish_wandb(1)
         if is_main:

@@ -9,9 +9,6 @@ Trainer's own AdamW parameter groups (no decay on biases and LayerNorm weights).
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +19,13 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
-from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import device, distributed, evaluation, finished, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
 from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
-RESULT = "result.json"
+RESULT = finished.RESULT
 WEIGHTS = "peft.safetensors"
 
 
@@ -115,35 +111,49 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
 def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
     """Train and evaluate one resolved config; returns (and writes) the result dict.
 
-    Idempotent: a finished run dir is a no-op unless ``force``; a run dir with checkpoints resumes.
-    One trainer per run dir (a lock); signals save a checkpoint and exit (tasks.lifecycle).
+    Idempotent: a finished run dir is a no-op unless ``force`` (once per launch: tasks.finished); a run
+    dir with checkpoints resumes; a torn result.json is set aside. One trainer per run dir (a lock): a
+    sweep that finds its run held leaves its name for the holder (``RunShared``). Signals save a
+    checkpoint and exit (tasks.lifecycle). A failure before training leaves status.json saying why.
     """
     start = time.time()
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
-    if result_path.is_file() and not spec.force:
+    force = spec.force and not finished.forced_by_this_launch(run_dir)
+    if not force and finished.read(result_path) is not None:
         print(f"already completed: {result_path} (force=true re-runs it)")
-        return reuse_result(result_path, spec.sweep)
-    placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
-    info = distributed.setup(cuda=placement.device == "cuda")
-    distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
-    with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
-        if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
-            return reuse_result(result_path, spec.sweep, locked=True)
-        return _train(spec, callbacks, info, preemption, status, start, placement)
+        return finished.reuse(result_path, spec.sweep)
+    try:
+        placement = device.place(spec.config["trainer"])  # DeviceError (one line)
+        info = distributed.setup(cuda=placement.device == "cuda")
+        distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    except Exception as error:
+        lifecycle.record_failure(run_dir, error)
+        raise
+    try:
+        with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
+            if not force and finished.read(result_path, set_aside=True) is not None:
+                return finished.reuse(result_path, spec.sweep, locked=True)  # the trainer waited for
+            return _train(spec, callbacks, info, preemption, status, start, placement, force)
+    except runlock.RunShared:
+        raise
+    except runlock.RunLocked as held:
+        if not spec.sweep:
+            raise
+        finished.record_pending(run_dir, spec.sweep)
+        if finished.read(result_path) is not None:  # the holder finished meanwhile: add the name ourselves
+            return finished.reuse(result_path, spec.sweep)
+        raise runlock.RunShared(f"{held}; sweep {spec.sweep} is recorded there: the holder adds it to "
+                                "result.json when it finishes (make status shows the run)") from None
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
            preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
-           placement: device.Placement) -> dict[str, Any]:
+           placement: device.Placement, force: bool) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
-    if spec.force and info.is_main:
-        for stale in (result_path, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+    if force and info.is_main and not finished.discard_for_force(run_dir):
+        print("force=true: no finished result to discard; an unfinished run resumes from its checkpoints")
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
     checkpoint = resume_point(run_dir / CHECKPOINTS) if info.is_main else None  # removes broken ones
     distributed.barrier(info)
@@ -204,34 +214,13 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                      | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
                                                                              for k, v in params.items()}})
             wandb_run.finish()
-        write_text(result_path, json.dumps(result, indent=2, default=str) + "\n")
+        finished.write(result_path, result)  # with the sweeps that found this run held meanwhile
         print(summary_line(result, result_path))
     distributed.teardown()
     return result
 
 
-def reuse_result(path: Path, sweep: str | None, locked: bool = False) -> dict[str, Any]:
-    """A finished run asked for again trains nothing. A sweep that reuses it is added to its ``sweeps``
-    (so that sweep's tables find it); otherwise only the mtime moves, so "results newer than this
-    command" (a sweep re-run, the contract's cli-smoke) include results that were already there.
-
-    The append is a read-modify-write: it holds the run lock (``locked``: the caller already does),
-    so two sweeps reusing one run at once both end up in the file.
-    """
-    result = json.loads(path.read_text())
-    if not sweep or sweep in result.get("sweeps", []):
-        os.utime(path)
-        return result
-    lock = None if locked else runlock.acquire(path.parent, wait=True, poll_s=0.5)
-    try:
-        result = json.loads(path.read_text())  # again, under the lock
-        if sweep not in result.setdefault("sweeps", []):
-            result["sweeps"].append(sweep)
-            write_text(path, json.dumps(result, indent=2, default=str) + "\n")
-    finally:
-        if lock is not None:
-            lock.release()
-    return result
+reuse_result = finished.reuse  # the public name it had here
 
 
 def summary_line(result: dict[str, Any], path: Path) -> str:
