@@ -352,3 +352,72 @@ def test_a_failure_before_training_leaves_a_status(tmp_path):
     status = json.loads((Path(spec_for(over, tmp_path).run_dir) / "status.json").read_text())
     assert status["status"] == "failed" and status["stage"] == "before training" and "CUDA" in status["error"]
     assert not (Path(spec_for(over, tmp_path).run_dir) / "run.lock").exists()
+
+
+# --- a signal in an epoch's last step, or during its evaluation ------------------------------------------
+
+LAST_STEP = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [{root!r}, {tests!r}]
+from transformers import TrainerCallback
+from runs import run
+
+class Signal(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kw):
+        if state.global_step == 3:  # step 4 starts: the last step of epoch 2, its evaluation not yet run
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+run({over!r}, Path({out!r}), callbacks=(Signal(),))
+"""
+
+
+def test_signal_in_an_epochs_last_step_saves_first_and_the_resume_evaluates_that_epoch(reference, tmp_path):
+    script = LAST_STEP.format(root=str(ROOT), tests=str(ROOT / "tests"), over=OVER, out=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 128 + signal.SIGUSR2, proc.stderr[-3000:]
+    run_dir = Path(spec_for(OVER, tmp_path).run_dir)
+    assert ckpts(run_dir) == ["checkpoint-2", "checkpoint-4"]
+    resumed = run(OVER, tmp_path)
+    assert resumed["resumed_from"].endswith("checkpoint-4")
+    assert_same_run(reference, resumed)   # epoch 2's evaluation ran at the start of the resumed run
+
+
+DURING_EVAL = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [{root!r}, {tests!r}]
+from transformers import TrainerCallback
+import tasks.lifecycle
+from runs import run
+
+# SLURM's time-limit warning with a grace shorter than the evaluation and save measured in epoch 1
+tasks.lifecycle.signal_grace = lambda: {{signal.SIGUSR2: {grace}}}
+
+class Signal(TrainerCallback):
+    sent = False
+    def on_prediction_step(self, args, state, control, **kw):
+        if state.global_step == 4 and not self.sent:   # inside epoch 2's evaluation
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+run({over!r}, Path({out!r}), callbacks=(Signal(),))
+"""
+
+
+def test_signal_during_an_evaluation_longer_than_the_grace_stops_at_once(reference, tmp_path):
+    script = DURING_EVAL.format(root=str(ROOT), tests=str(ROOT / "tests"), over=OVER, out=str(tmp_path),
+                                grace=0.001)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 128 + signal.SIGUSR2, proc.stderr[-3000:]
+    assert "hydra.launcher.signal_delay_s=" in proc.stdout          # the advice, after epoch 1
+    assert "during an evaluation" in proc.stdout and "stopping now" in proc.stdout
+    run_dir = Path(spec_for(OVER, tmp_path).run_dir)
+    assert ckpts(run_dir) == ["checkpoint-2"]                       # no checkpoint without its evaluation
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["status"], status["signal"], status["step"]) == ("preempted", "SIGUSR2", None)
+    resumed = run(OVER, tmp_path)
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    assert_same_run(reference, resumed)
