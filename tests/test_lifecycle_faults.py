@@ -421,3 +421,36 @@ def test_signal_during_an_evaluation_longer_than_the_grace_stops_at_once(referen
     resumed = run(OVER, tmp_path)
     assert resumed["resumed_from"].endswith("checkpoint-2")
     assert_same_run(reference, resumed)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR2"])
+def test_submitit_local_job_saves_and_is_requeued(sig, reference, tmp_path, monkeypatch):
+    """submitit's real handlers (TERM: a log line; USR2: its own requeue) under its local executor: the
+    checkpoint comes first; then TERM is requeued with scontrol here, USR2 by submitit itself (its local
+    executor reruns the job, which resumes and ends equal to an uninterrupted run)."""
+    import submitit
+    from submitit_jobs import SignalledRun
+
+    path, calls = stand_in_scontrol(tmp_path)
+    for key, value in {**ENV, **path, "SLURM_JOB_ID": "555",
+                       "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=10_000)   # a preemption, not a time-out
+    job = executor.submit(SignalledRun(), str(tmp_path / "runs"), OVER, sig)
+    run_dir = Path(spec_for(OVER, tmp_path / "runs").run_dir)
+    if sig == "SIGTERM":
+        with pytest.raises(submitit.core.utils.UncompletedJobError):   # it exited for SLURM to requeue
+            job.result()
+        log = (job.stdout() or "") + (job.stderr() or "")
+        assert "caught SIGTERM" in log and "Bypassing signal SIGTERM" in log   # submitit's handler, after
+        assert calls.read_text().split() == ["requeue", "555"] and "requeued SLURM job 555" in log
+        assert ckpts(run_dir) == ["checkpoint-2", "checkpoint-3"]
+        assert json.loads((run_dir / "status.json").read_text())["status"] == "preempted"
+    else:
+        result = job.result()                          # requeued and resumed by submitit itself
+        log = (job.stdout() or "") + (job.stderr() or "")
+        assert "caught SIGUSR2" in log and "Requeued job" in log and not calls.exists()
+        assert result["resumed_from"].endswith("checkpoint-3")
+        assert_same_run(reference, result)
