@@ -454,3 +454,17 @@ def test_submitit_local_job_saves_and_is_requeued(sig, reference, tmp_path, monk
         assert "caught SIGUSR2" in log and "Requeued job" in log and not calls.exists()
         assert result["resumed_from"].endswith("checkpoint-3")
         assert_same_run(reference, result)
+
+
+def test_slurm_jobs_are_submitted_requeueable(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import SlurmExecutor
+    from test_launcher import Submitted, make_launcher, slurm_cfg
+
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(SlurmExecutor, "_submit_command",
+                        lambda self, command: (_ for _ in ()).throw(Submitted(
+                            self._make_submission_file_text(command, "uid"))))
+    with pytest.raises(Submitted) as script:
+        make_launcher(slurm_cfg(tmp_path)).launch([["task=squad/v1", "seed=42"]], initial_job_idx=0)
+    assert "#SBATCH --requeue" in str(script.value).splitlines()
+    assert "#SBATCH --signal=USR2@120" in str(script.value).splitlines()
