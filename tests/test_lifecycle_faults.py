@@ -423,6 +423,7 @@ def test_signal_during_an_evaluation_longer_than_the_grace_stops_at_once(referen
     assert_same_run(reference, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR2"])
 def test_submitit_local_job_saves_and_is_requeued(sig, reference, tmp_path, monkeypatch):
     """submitit's real handlers (TERM: a log line; USR2: its own requeue) under its local executor: the
@@ -468,3 +469,40 @@ def test_slurm_jobs_are_submitted_requeueable(tmp_path, monkeypatch):
         make_launcher(slurm_cfg(tmp_path)).launch([["task=squad/v1", "seed=42"]], initial_job_idx=0)
     assert "#SBATCH --requeue" in str(script.value).splitlines()
     assert "#SBATCH --signal=USR2@120" in str(script.value).splitlines()
+
+
+GROUP_DURING_EVAL = """
+import os, signal, subprocess, sys
+from pathlib import Path
+sys.path[:0] = [{root!r}, {tests!r}]
+from transformers import TrainerCallback
+from runs import run
+
+class Preempt(TrainerCallback):
+    sent = False
+    def on_prediction_step(self, args, state, control, **kw):
+        if state.global_step == 4 and not self.sent:   # epoch 2's evaluation, its workers running
+            self.sent = True   # as SLURM does: from outside, to the whole group (eval workers too)
+            subprocess.run(["kill", "-TERM", "--", f"-{{os.getpgid(0)}}"])
+
+run([*{over!r}, "trainer.num_workers=2", "trainer.eval_batch_size=2"], Path({out!r}),
+    callbacks=(Preempt(),))
+"""
+
+
+def test_group_sigterm_during_an_evaluation_with_workers_stops_on_the_last_checkpoint(reference, tmp_path):
+    """The evaluation's DataLoader workers die of the group signal (only the training loader's ignore it):
+    the run still ends as preempted, exit 143, on its last complete checkpoint, and resumes equal."""
+    script = GROUP_DURING_EVAL.format(root=str(ROOT), tests=str(ROOT / "tests"), over=OVER, out=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=300, start_new_session=True)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    run_dir = Path(spec_for(OVER, tmp_path).run_dir)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "preempted" and status["signal"] == "SIGTERM"
+    if status["step"] is None:   # the workers' death broke the evaluation: no checkpoint without it
+        assert "DataLoader worker" in status["error"] and ckpts(run_dir) == ["checkpoint-2"]
+    else:                         # the evaluation had already been fetched: saved after it
+        assert status["step"] == 4 and ckpts(run_dir) == ["checkpoint-2", "checkpoint-4"]
+    resumed = run(OVER, tmp_path)
+    assert_same_run(reference, resumed)
