@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo tables bench sweep-list preflight clean-runs
+.PHONY: install test lint demo tables bench sweep-list preflight status clean-runs
 
 install: .venv/.installed
 .venv/.installed: requirements.txt
@@ -40,3 +40,8 @@ preflight: install
 	@test -n "$(GPU_MEM)" || { echo "make preflight needs GPU_MEM=<GiB>, e.g. GPU_MEM=24" >&2; exit 2; }
 	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
 
+
+# Where every run of a submitted sweep stands (done / running / dead / failed / missing) and the one command
+# that relaunches only what needs it: make status NAME=glue_roberta_base [RUNS=dir] [ARGS="seed=42 ..."]
+status: install
+	$(PY) scripts/status.py $(NAME) $(if $(filter command line environment,$(origin RUNS)),--runs $(RUNS)) $(ARGS)

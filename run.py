@@ -78,8 +78,8 @@ def main(cfg: DictConfig) -> dict | None:
     except ConfigError as error:
         fail(error)
     from tasks.datacheck import DataError
-    from tasks.lifecycle import DiskFull
-    from tasks.runlock import RunLocked
+    from tasks.lifecycle import DiskFull, Unwritable
+    from tasks.runlock import RunLocked, RunShared
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
     try:
@@ -89,9 +89,17 @@ def main(cfg: DictConfig) -> dict | None:
     except DataError as error:  # the data does not fit its task's schema; no run directory was made
         print(f"data error: {error}", file=sys.stderr)
         sys.exit(2)
-    except (RunLocked, DiskFull) as error:  # one line, not a traceback; 75: EX_TEMPFAIL, try again later
+    except RunLocked as error:
+        # another live trainer has this run: a sweep (or any multirun: its other runs go on) is not
+        # failed by it; a single run exits 75 (EX_TEMPFAIL, try again later)
+        if isinstance(error, RunShared) or str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+            print(f"skipped: {error}", flush=True)
+            return None
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(75 if isinstance(error, RunLocked) else 1)
+        sys.exit(75)
+    except (DiskFull, Unwritable) as error:  # one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

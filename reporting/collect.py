@@ -83,9 +83,16 @@ def read_status(path: Path) -> Unfinished:
             raise ValueError("not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return Unfinished(str(path.parent), "unknown", error=f"unreadable status.json: {e}")
-    return Unfinished(str(path.parent), str(st.get("status", "unknown")), str(st.get("host", "?")),
-                      st.get("pid", "?"), str(st.get("updated", st.get("started", "?"))),
-                      str(st.get("error") or ""))
+    found = Unfinished(str(path.parent), str(st.get("status", "unknown")), str(st.get("host", "?")),
+                       st.get("pid", "?"), str(st.get("updated", st.get("started", "?"))),
+                       str(st.get("error") or ""))
+    if found.status == "running":   # a SIGKILL leaves "running": the run lock says whether it still is
+        from tasks.runstate import state_of
+
+        state, detail, _ = state_of(path.parent)
+        if state == "dead":
+            found.status, found.error = "dead", detail
+    return found
 
 
 def _metric_problem(metrics: Any, where: str) -> str | None:

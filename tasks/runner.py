@@ -9,9 +9,6 @@ Trainer's own AdamW parameter groups (no decay on biases and LayerNorm weights).
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,14 +20,24 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
-from capaboost.atomic import write_text
-from tasks import clipping, datacheck, device, distributed, divergence, evaluation, lifecycle, models, runlock
+from tasks import (
+    clipping,
+    datacheck,
+    device,
+    distributed,
+    divergence,
+    evaluation,
+    finished,
+    lifecycle,
+    models,
+    runlock,
+)
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
 from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
-RESULT = "result.json"
+RESULT = finished.RESULT
 WEIGHTS = "peft.safetensors"
 
 
@@ -126,37 +133,50 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
 def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
     """Train and evaluate one resolved config; returns (and writes) the result dict.
 
-    Idempotent: a finished run dir is a no-op unless ``force``; a run dir with checkpoints resumes.
-    One trainer per run dir (a lock); signals save a checkpoint and exit (tasks.lifecycle).
+    Idempotent: a finished run dir is a no-op unless ``force`` (once per launch: tasks.finished); a run
+    dir with checkpoints resumes; a torn result.json is set aside. One trainer per run dir (a lock): a
+    sweep that finds its run held leaves its name for the holder (``RunShared``). Signals save a
+    checkpoint and exit (tasks.lifecycle). A failure before training leaves status.json saying why.
     """
     start = time.time()
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
-    if result_path.is_file() and not spec.force:
-        result = reuse_result(result_path, spec.sweep)
-        print(f"already {result.get('status', 'completed')}: {result_path} (force=true re-runs it)")
-        return result
-    placement = device.place(spec.config["trainer"])  # DeviceError (one line) before anything is written
-    info = distributed.setup(cuda=placement.device == "cuda")
-    distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    force = spec.force and not finished.forced_by_this_launch(run_dir)
+    if not force and finished.read(result_path) is not None:
+        print(f"already completed: {result_path} (force=true re-runs it)")
+        return finished.reuse(result_path, spec.sweep)
+    try:
+        placement = device.place(spec.config["trainer"])  # DeviceError (one line)
+        info = distributed.setup(cuda=placement.device == "cuda")
+        distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
+    except Exception as error:
+        lifecycle.record_failure(run_dir, error)
+        raise
     raw = datacheck.load(spec)  # DataError (one line) before the run directory exists
-    with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
-        if result_path.is_file() and not spec.force:  # the trainer this one waited for finished the run
-            return reuse_result(result_path, spec.sweep, locked=True)
-        return _train(spec, callbacks, info, preemption, status, start, placement, raw)
+    try:
+        with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
+            if not force and finished.read(result_path, set_aside=True) is not None:
+                return finished.reuse(result_path, spec.sweep, locked=True)  # the trainer waited for
+            return _train(spec, callbacks, info, preemption, status, start, placement, force, raw)
+    except runlock.RunShared:
+        raise
+    except runlock.RunLocked as held:
+        if not spec.sweep:
+            raise
+        finished.record_pending(run_dir, spec.sweep)
+        if finished.read(result_path) is not None:  # the holder finished meanwhile: add the name ourselves
+            return finished.reuse(result_path, spec.sweep)
+        raise runlock.RunShared(f"{held}; sweep {spec.sweep} is recorded there: the holder adds it to "
+                                "result.json when it finishes (make status shows the run)") from None
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
            preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
-           placement: device.Placement, raw: Any = None) -> dict[str, Any]:
+           placement: device.Placement, force: bool, raw: Any = None) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
-    if spec.force and info.is_main:
-        for stale in (result_path, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+    if force and info.is_main and not finished.discard_for_force(run_dir):
+        print("force=true: no finished result to discard; an unfinished run resumes from its checkpoints")
     distributed.barrier(info)  # [ddp] no rank looks for checkpoints while rank 0 is deleting them
     checkpoint = resume_point(run_dir / CHECKPOINTS) if info.is_main else None  # removes broken ones
     distributed.barrier(info)
@@ -233,15 +253,10 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                      | {"best_epoch": result["best_epoch"], **{f"params/{k}": v
                                                                              for k, v in params.items()}})
             wandb_run.finish()
-        write_text(result_path, to_json(result))
+        finished.write(result_path, result)  # with the sweeps that found this run held meanwhile
         print(summary_line(result, result_path))
     distributed.teardown()
     return result
-
-
-def to_json(result: dict[str, Any]) -> str:
-    """Strict JSON (a bare NaN is refused here rather than written for other readers to choke on)."""
-    return json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
 
 
 def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: lifecycle.Status,
@@ -253,35 +268,14 @@ def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, 
         if wandb_run is not None:
             wandb_run.summary.update({"diverged_at_step": stop.step})
             wandb_run.finish()
-        write_text(run_dir / RESULT, to_json(result))
+        finished.write(run_dir / RESULT, result)
         print(f"diverged: {stop}; stopped there. {run_dir / RESULT} records status diverged (a rerun is a "
               f"no-op; force=true starts over)", file=sys.stderr, flush=True)
     distributed.teardown()
     return result
 
 
-def reuse_result(path: Path, sweep: str | None, locked: bool = False) -> dict[str, Any]:
-    """A finished run asked for again trains nothing. A sweep that reuses it is added to its ``sweeps``
-    (so that sweep's tables find it); otherwise only the mtime moves, so "results newer than this
-    command" (a sweep re-run, the contract's cli-smoke) include results that were already there.
-
-    The append is a read-modify-write: it holds the run lock (``locked``: the caller already does),
-    so two sweeps reusing one run at once both end up in the file.
-    """
-    result = json.loads(path.read_text())
-    if not sweep or sweep in result.get("sweeps", []):
-        os.utime(path)
-        return result
-    lock = None if locked else runlock.acquire(path.parent, wait=True, poll_s=0.5)
-    try:
-        result = json.loads(path.read_text())  # again, under the lock
-        if sweep not in result.setdefault("sweeps", []):
-            result["sweeps"].append(sweep)
-            write_text(path, json.dumps(result, indent=2, default=str) + "\n")
-    finally:
-        if lock is not None:
-            lock.release()
-    return result
+reuse_result = finished.reuse  # the public name it had here
 
 
 def summary_line(result: dict[str, Any], path: Path) -> str:

@@ -445,18 +445,32 @@ def test_peft_params_rank_mnli_and_tex(tmp_path: Path) -> None:
 
 
 def test_unfinished_runs_are_listed(tmp_path: Path) -> None:
+    import socket
+
+    from tasks.runlock import pid_namespace
+
     runs = tmp_path / "runs"
     put(runs, "done", result("glue/cola", "lora", 42, {"mcc": 0.5}))
     (runs / "live").mkdir()
     (runs / "live" / "status.json").write_text(json.dumps(
         {"status": "running", "host": "gpu7", "pid": 4242, "started": "t0", "updated": "2026-01-01T10:00"}))
+    (runs / "live" / "run.lock").write_text(json.dumps(   # its holder, on another node, beating
+        {"host": "gpu7", "pid": 4242, "started": 0, "token": "t"}))
+    (runs / "killed").mkdir()   # SIGKILLed: status.json stays "running", its lock's pid is gone
+    (runs / "killed" / "status.json").write_text(json.dumps(
+        {"status": "running", "host": socket.gethostname(), "pid": 2**22 + 3, "updated": "t2"}))
+    (runs / "killed" / "run.lock").write_text(json.dumps(
+        {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": 2**22 + 3, "started": 0,
+         "token": "k"}))
     (runs / "dead").mkdir()
     (runs / "dead" / "status.json").write_text(json.dumps(
         {"status": "failed", "host": "gpu3", "pid": 11, "started": "t0", "updated": "t1",
          "error": "CUDA OOM"}))
     report = make_tables([runs], tmp_path / "out", figures=False)
     lines = report.lines()
-    assert "2 run dir(s) without result.json (running, or died):" in lines
+    assert "3 run dir(s) without result.json (running, or died):" in lines
+    killed = next(ln for ln in lines if str((runs / "killed").resolve()) in ln)
+    assert killed.startswith("  dead ") and "no longer exists" in killed
     assert f"  failed {(runs / 'dead').resolve()} (host gpu3, pid 11, last update t1): CUDA OOM" in lines
     live = (runs / "live").resolve()
     assert f"  running {live} (host gpu7, pid 4242, last update 2026-01-01T10:00)" in lines
