@@ -7,13 +7,33 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo tables bench sweep-list preflight clean-runs
+.PHONY: install torch-cuda test lint demo tables bench sweep-list preflight clean-runs
+
+# The CUDA build of torch: left empty, the package index's build (CUDA 13.0: NVIDIA driver >= 580).
+# make install TORCH_CUDA=cu128 (or cu126): the same torch/torchvision pins from PyTorch's per-CUDA wheel
+# index (driver >= 525.60.13, e.g. r535/r550/r570), then the rest of requirements.txt constrained to that
+# build; an existing .venv is switched in place. Minimum drivers: tasks/device.py (DRIVER_MINIMUM).
+TORCH_CUDA ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl
+TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' requirements.txt)
 
 install: .venv/.installed
+	@if [ -n "$(TORCH_CUDA)" ] && [ "$$(cat .venv/.torch-cuda 2>/dev/null)" != "$(TORCH_CUDA)" ]; then \
+		$(MAKE) --no-print-directory torch-cuda; fi
+
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
-	.venv/bin/pip install -q -r requirements.txt
+	$(if $(TORCH_CUDA),$(MAKE) --no-print-directory torch-cuda,.venv/bin/pip install -q -r requirements.txt)
 	touch $@
+
+# (used by install) torch + torchvision as <pin>+<TORCH_CUDA> from the per-CUDA index, then everything
+# else with a constraints file holding that exact build, so no other package can move torch
+torch-cuda:
+	.venv/bin/pip install -q --index-url $(TORCH_INDEX)/$(TORCH_CUDA) $(addsuffix +$(TORCH_CUDA),$(TORCH_PINS))
+	.venv/bin/python -c "import torch, torchvision; print(f'torch=={torch.__version__}\ntorchvision=={torchvision.__version__}')" > .venv/torch-constraints.txt
+	.venv/bin/pip install -q -r requirements.txt -c .venv/torch-constraints.txt
+	.venv/bin/python -c "import torch; print('installed torch', torch.__version__, 'CUDA', torch.version.cuda)"
+	echo $(TORCH_CUDA) > .venv/.torch-cuda
 
 test: install
 	$(PY) -m pytest -q
