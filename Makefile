@@ -51,7 +51,7 @@ bench: install
 	$(PY) benchmarks/bench.py
 
 sweep-list: install
-	$(PY) scripts/sweep_list.py $(NAME)
+	$(PY) scripts/sweep_list.py $(NAME) $(ARGS)
 
 # Every run of a sweep checked offline before it reaches a GPU (config, data source, tokenizer packages,
 # parameter counts, peak memory vs GPU_MEM, FLOPs, GPU-hours): make preflight NAME=squad GPU_MEM=24 [GPU=H100]
