@@ -139,8 +139,16 @@ class Config:
     runs_root: str = "results/runs"
 
 
+def job_name(sweep: str | None) -> str:
+    """The SLURM job name of a sweep's array (``hydra.launcher.name``): the sweep's name, so that
+    ``squeue`` tells sweeps apart (Hydra's default is the script's name, ``run``, for every job)."""
+    return f"{sweep}" if sweep else "capaboost"
+
+
 def register() -> None:
-    """Make the schema available to Hydra as ``base_config``."""
+    """Make the schema available to Hydra as ``base_config``, and the launchers' ``${job_name:...}``."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver("job_name", job_name, replace=True)
