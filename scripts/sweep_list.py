@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             listed, runs = sum(found["listed"].values()), found["runs"]
             shared = sum(len(sweeps) - 1 for sweeps, _, _ in runs.values())
             bad = sum(len(v) for v in found["failed"].values())
+            tail = f"; {bad} do not compose" if bad else ""
             print(f"{args.name} ({len(names)} sweeps): {listed} listed runs, {len(runs) + bad} distinct "
-                  f"({shared} listed by more than one sweep" + (f"; {bad} do not compose" if bad else "") + ")")
+                  f"({shared} listed by more than one sweep{tail})")
     except (FileNotFoundError, ValueError) as e:
         print(f"sweep-list: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,8 @@ class TrainerConf:
     wait_for_lock: bool = False           # another live trainer holds the run dir: wait instead of exiting
     num_workers: int = 0
     use_cpu: bool = False                 # older spelling of device=cpu
-    progress: bool = True
+    progress: bool = True                 # tqdm bars on a terminal; elsewhere one line per progress_every_s
+    progress_every_s: float = 60.0        # (a SLURM log, a pipe: tasks/progress.py)
 
 
 @dataclass

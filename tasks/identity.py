@@ -17,9 +17,9 @@ from typing import Any
 NOT_IDENTITY = ("force", "runs_root", "logger", "recipe", "d", "density", "mask", "mask_seed", "peft",
                 "trainer", "sweep")
 # Trainer keys outside it; the ones the recipe can supply enter through the resolved hyperparameters.
-TRAINER_NOT_IDENTITY = ("progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
-                        "use_cpu", "device", "grad_accum", "save_every_steps", "save_every_minutes",
-                        "wait_for_lock")
+TRAINER_NOT_IDENTITY = ("progress", "progress_every_s", "logging_steps", "num_workers", "save_total_limit",
+                        "eval_batch_size", "use_cpu", "device", "grad_accum", "save_every_steps",
+                        "save_every_minutes", "wait_for_lock")
 HPARAMS_NOT_IDENTITY = ("grad_accum",)
 
 

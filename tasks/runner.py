@@ -20,10 +20,11 @@ from typing import Any
 
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import device, distributed, evaluation, lifecycle, progress, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -107,7 +108,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
-        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
+        disable_tqdm=not (tr["progress"] and progress.bars()), dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
 
@@ -153,6 +154,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         print(f"resuming from {checkpoint}")
 
     set_seed(spec.seed)
+    if not progress.bars():
+        progress.quiet_libraries()
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
     model, peft_root = attach_peft(job.model, spec)
     params = capaboost.count_parameters(model)
@@ -166,8 +169,12 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
+    tr = spec.config["trainer"]
+    lines = [progress.ProgressLines(tr["progress_every_s"])] if tr["progress"] and not progress.bars() else []
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, *lines, *callbacks])
+    if lines:
+        trainer.remove_callback(PrinterCallback)  # raw log dicts: the progress lines say it readably
     epochs.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
