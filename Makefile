@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install torch-cuda test lint demo tables bench sweep-list preflight clean-runs
+.PHONY: install torch-cuda test lint demo tables bench sweep-list preflight prefetch gpu-check clean-runs
 
 # The CUDA build of torch: left empty, the package index's build (CUDA 13.0: NVIDIA driver >= 580).
 # make install TORCH_CUDA=cu128 (or cu126): the same torch/torchvision pins from PyTorch's per-CUDA wheel
@@ -59,3 +59,8 @@ preflight: install
 	@test -n "$(GPU_MEM)" || { echo "make preflight needs GPU_MEM=<GiB>, e.g. GPU_MEM=24" >&2; exit 2; }
 	$(PY) scripts/preflight.py $(NAME) --gpu-mem $(GPU_MEM) $(if $(GPU),--gpu $(GPU)) $(ARGS)
 
+# Every distinct model and dataset a sweep needs (NAME=paper: all paper sweeps), downloaded once into the HF
+# cache where the hub is reachable (the login node), then loaded with the hub off; records each official
+# split's digest in results/prefetch/digests.json. Jobs then run with HF_HUB_OFFLINE=1.
+prefetch: install
+	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) scripts/prefetch.py $(NAME) $(ARGS)

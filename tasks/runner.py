@@ -202,6 +202,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "run_dir": str(run_dir), "history": history, **device.record(placement),
+        "data_digest": path_digests(spec) if info.is_main else None,
     }
     if info.is_main:
         capaboost.save(peft_root, run_dir / WEIGHTS)
@@ -250,6 +251,16 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
             f"(epoch {result['best_epoch']}, {result['selection']['rule']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
+
+
+def path_digests(spec: RunSpec) -> dict[str, str] | None:
+    """Content digest per split of a run's ``data.path`` data (None for hub and fixture data): what
+    the tables compare with the official splits' digests that make prefetch recorded."""
+    from tasks import data
+
+    if spec.config["data"]["source"] != "path":
+        return None
+    return data.path_digests(spec.family, spec.dataset, spec.protocol, spec.config["data"]["path"])
 
 
 def data_source(spec: RunSpec) -> str:
