@@ -64,3 +64,9 @@ preflight: install
 # split's digest in results/prefetch/digests.json. Jobs then run with HF_HUB_OFFLINE=1.
 prefetch: install
 	HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 $(PY) scripts/prefetch.py $(NAME) $(ARGS)
+
+# The checks that need a GPU, in one process (one GPU, no network, a few minutes): step memory against the
+# preflight's estimate, step-time ratios, merged inference, a 1-GPU NCCL group, masks GPU = CPU. Exit 1:
+# out of bounds; 2: no CUDA here. `$(PY) scripts/gpu_check.py --cpu-smoke` runs the same code on CPU.
+gpu-check: install
+	$(PY) scripts/gpu_check.py
