@@ -23,7 +23,9 @@ def test_cpu_smoke_runs_every_check():
     proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--cpu-smoke"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    checks = [line.split("  ")[0] for line in proc.stdout.splitlines()[1:]]
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("check"))
+    checks = [line.split("  ")[0] for line in lines[head + 1:]]
     assert checks == ["memory roberta-base capaboost_lora (batch 2 x 16)",
                       "memory deberta-v3-base capaboost_lora (batch 2 x 16)",
                       "step CapaBoost-LoRA d=2 / PEFT LoRA r=8", "step PEFT LoRA r=16 / r=8",
