@@ -146,10 +146,20 @@ def job_name(sweep: str | None) -> str:
     return f"{sweep}" if sweep else "capaboost"
 
 
+def register_resolvers() -> None:
+    """``${job_name:...}`` (conf/hydra/launcher/slurm.yaml). Also done on import, so that any process
+    that reads a launcher config (a submitit job unpickling its call included) can resolve it."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("job_name", job_name, replace=True)
+
+
 def register() -> None:
     """Make the schema available to Hydra as ``base_config``, and the launchers' ``${job_name:...}``."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="base_config", node=Config)
-    OmegaConf.register_new_resolver("job_name", job_name, replace=True)
+    register_resolvers()
+
+
+register_resolvers()
