@@ -2,6 +2,10 @@
 
 Exit 0: every run can start and fits; 1: some run cannot start or does not fit (named, with its fix);
 2: bad input (unknown sweep or GPU, a run that does not compose), one line.
+
+NAME=paper (or all): every sweep of the set checked together, each distinct run once (sweeps share runs),
+with totals per sweep and over the distinct runs; a run that does not compose is a run that cannot start
+(named), not the end of the check. ``<sweep>:<override>`` in ARGS applies to that sweep only.
 """
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from typing import Any
 
 from preflight import facts
 from preflight.plan import Planner, RunCheck, Target
+from tasks.sweeps import sweep_names
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="preflight", description=__doc__.split("\n")[0])
-    p.add_argument("name", help="sweep name (sweeps/<name>.yaml)")
+    p.add_argument("name", help="sweep name (sweeps/<name>.yaml), 'paper' or 'all'")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     p.add_argument("--gpu-mem", type=float, required=True, help="GiB of GPU memory per run")
     p.add_argument("--gpu", default=None, help="GPU for peak throughput and precision (gpus.yaml)")
@@ -37,6 +42,25 @@ def check_sweep(name: str, overrides: list[str], target: Target, echo: Any = Non
     return rows
 
 
+def check_sweeps(names: list[str], overrides: list[str], target: Target
+                 ) -> tuple[list[RunCheck], list[list[str]], int]:
+    """Every distinct run of several sweeps, checked once: (rows, the sweeps that list each row, runs
+    listed). A run that does not compose is a FAIL row with its one-line reason."""
+    from tasks.sweeps import distinct_runs
+
+    found = distinct_runs(names, overrides)
+    planner = Planner(target)
+    rows, owners = [], []
+    for sweeps, run_overrides, spec in found["runs"].values():
+        rows.append(planner.check(run_overrides, spec))
+        owners.append(sweeps)
+    for name, errors in found["failed"].items():
+        for run_overrides, why in errors:
+            rows.append(RunCheck(run_overrides, status="FAIL", problems=[f"does not compose: {why}"]))
+            owners.append([name])
+    return rows, owners, sum(found["listed"].values())
+
+
 def failing(rows: list[RunCheck]) -> list[RunCheck]:
     return [r for r in rows if r.status != "ok" or r.fits is False]
 
@@ -53,12 +77,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.gpus is not None and args.gpus < 1:
             raise ValueError(f"GPUS={args.gpus} must be >= 1")
         target = Target(gpu, args.gpu_mem)
-        rows = check_sweep(args.name, args.overrides, target)
+        names = sweep_names(args.name)
+        if len(names) == 1:
+            rows = check_sweep(names[0], args.overrides, target)
+        else:
+            rows, owners, listed = check_sweeps(names, args.overrides, target)
     except (KeyError, ValueError, FileNotFoundError) as error:
         print(f"preflight: {str(error).strip(chr(34))}", file=sys.stderr)
         return 2
     print(report.table(rows, target))
-    print(report.summary(args.name, rows, target))
+    if len(names) == 1:
+        print(report.summary(args.name, rows, target))
+    else:
+        for name in names:
+            mine = [r for r, o in zip(rows, owners, strict=True) if name in o]
+            print(report.summary(name, mine, target).splitlines()[0])
+        shared = sum(len(o) - 1 for o in owners)
+        print(report.summary(f"{args.name} ({len(names)} sweeps, {listed} listed runs, {shared} listed by "
+                             f"more than one sweep, counted once)", rows, target))
     if args.gpus:
         print(report.wall_time(rows, args.gpus))
     bad = failing(rows)

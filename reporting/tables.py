@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks import digests
 from tasks.config_schema import TaskConf, TrainerConf
 
 from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
@@ -323,9 +324,41 @@ def title(table: Table) -> str:
         text += ", runs launched outside a sweep"
     elif table.bucket is not MAIN:
         text += f", runs of sweep {table.bucket}"
-    if table.source != HUB:
+    if table.source == "path" and path_data(table)[0]:
+        text += " (path data: copies of the official splits, by content digest)"
+    elif table.source == "path":
+        text += " (path data: NOT comparable to the paper; digests in the notes)"
+    elif table.source != HUB:
         text += f" ({table.source} data: NOT comparable to the paper)"
     return text
+
+
+def _short(found: dict[str, str] | None) -> str:
+    return ", ".join(f"{split} {d}" for split, d in found.items()) if found else "none recorded"
+
+
+def path_data(table: Table) -> tuple[bool, list[str]]:
+    """A table of runs on ``data.path``: (each task's data is a copy of the official splits, one note
+    per task). A copy is official when its splits' content digests (result.json ``data_digest``) equal
+    those ``make prefetch`` recorded for the hub's dataset (tasks.digests)."""
+    record = digests.official()
+    by_task: dict[str, set[str]] = {}
+    for row in table.rows.values():
+        for task, cell in row.cells.items():
+            for run in cell.runs.values():
+                by_task.setdefault(task, set()).add(json.dumps(run.get("data_digest"), sort_keys=True))
+    notes, official = [], bool(by_task)
+    for task in sorted(by_task):
+        found = [json.loads(d) for d in sorted(by_task[task])]
+        name = digests.copy_of(found[0], record) if len(found) == 1 else None
+        if name:
+            notes.append(f"{task}: path data, a copy of the official {name} splits (digests "
+                         f"{_short(found[0])} equal make prefetch's record).")
+        else:
+            official = False
+            notes.append(f"{task}: path data, digests {' / '.join(_short(f) for f in found)}: not a copy of "
+                         f"the official splits make prefetch recorded ({digests.OFFICIAL.name}).")
+    return official, notes
 
 
 def _notes(table: Table, layout: Layout) -> list[str]:
@@ -357,7 +390,12 @@ def _notes(table: Table, layout: Layout) -> list[str]:
     if table.source == HUB and table.bucket is MAIN:
         notes.append("(paper x): the published value (results/paper/), only for the matching model "
                      "and configuration.")
+    elif table.source == "path" and path_data(table)[0]:
+        notes.append("These runs read local copies whose content equals the official splits: their "
+                     "numbers compare with published ones as the hub runs' do.")
+        notes += path_data(table)[1]
     elif table.source != HUB:
         notes.append(f"These runs used {table.source} data, not the official datasets: "
                      "never compare them with published numbers.")
+        notes += path_data(table)[1] if table.source == "path" else []
     return notes

@@ -80,7 +80,8 @@ class TrainerConf:
     num_workers: int = 0
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
     use_cpu: bool = False                 # older spelling of device=cpu
-    progress: bool = True
+    progress: bool = True                 # tqdm bars on a terminal; elsewhere one line per progress_every_s
+    progress_every_s: float = 60.0        # (a SLURM log, a pipe: tasks/progress.py)
 
 
 @dataclass
@@ -145,8 +146,26 @@ class Config:
     runs_root: str = "results/runs"
 
 
+def job_name(sweep: str | None) -> str:
+    """The SLURM job name of a sweep's array (``hydra.launcher.name``): the sweep's name, so that
+    ``squeue`` tells sweeps apart (Hydra's default is the script's name, ``run``, for every job)."""
+    return f"{sweep}" if sweep else "capaboost"
+
+
+def register_resolvers() -> None:
+    """``${job_name:...}`` (conf/hydra/launcher/slurm.yaml). Also done on import, so that any process
+    that reads a launcher config (a submitit job unpickling its call included) can resolve it."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("job_name", job_name, replace=True)
+
+
 def register() -> None:
-    """Make the schema available to Hydra as ``base_config``."""
+    """Make the schema available to Hydra as ``base_config``, and the launchers' ``${job_name:...}``."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)
+    register_resolvers()
+
+
+register_resolvers()

@@ -33,6 +33,7 @@ first (the official script would have taken the first N rows unshuffled).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from functools import partial
 from pathlib import Path
@@ -44,11 +45,19 @@ import torch
 from tasks import fixtures, original_formats
 from tasks.datacache import cached
 from tasks.original_formats import _SQUAD_JSON, _TSV, _TSV_FILES, read_glue_tsv
-from tasks.schema import GLUE, GLUE_HUB_ID, GLUE_LARGE, SQUAD_COLUMNS, SQUAD_HUB_ID, SQUAD_VERSIONS
-from tasks.vtab_data import load_vtab
+from tasks.schema import (
+    GLUE,
+    GLUE_HUB_ID,
+    GLUE_LARGE,
+    SQUAD_COLUMNS,
+    SQUAD_HUB_ID,
+    SQUAD_VERSIONS,
+    VTAB_PROTOCOLS,
+)
+from tasks.vtab_data import _dataset_folder, load_vtab
 
 __all__ = ["load_glue", "load_squad", "load_vtab", "load_math", "permutation", "apply_glue_protocol",
-           "read_glue_tsv", "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
+           "read_glue_tsv", "raw_dataset", "read_splits", "path_digests", "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +258,32 @@ def load_math(source: str | Path = "hub", train_limit: int | None = None) -> dat
         "select": gsm8k["train"].select(mp.valid_indices(len(gsm8k["train"]))).select_columns(
             ["query", "response"]),
         "report": gsm8k["test"].select_columns(["query", "response"])})
+
+
+# --- what a run reads, before any protocol: for make prefetch and the digests of data.path ------------
+
+def read_splits(family: str, dataset: str) -> tuple[str, ...]:
+    """The raw splits a GLUE / SQuAD run reads (the hub's test splits never are)."""
+    return ("train", *GLUE[dataset].dev_splits) if family == "glue" else ("train", "validation")
+
+
+def raw_dataset(family: str, dataset: str, source: str | Path) -> datasets.DatasetDict:
+    """GLUE ``dataset`` or SQuAD ``dataset`` ("v1" | "v2") as the hub, a local copy or the fixtures give it,
+    with the hub's split names, before any protocol (what ``make prefetch`` fetches)."""
+    if family == "glue":
+        return _glue_raw(dataset, source)
+    if source == "hub":
+        return datasets.load_dataset(SQUAD_HUB_ID[dataset])
+    return fixtures.squad_raw(dataset) if source == "fixture" else _squad_local(dataset, Path(source))
+
+
+def path_digests(family: str, dataset: str, protocol: str, path: str) -> dict[str, str]:
+    """Content digest of each split a run on ``data.path`` reads (``tasks.digests``); VTAB-1k: of each
+    image list file (the images are named by the lists)."""
+    from tasks.digests import split_digests
+
+    if family == "vtab":
+        folder = _dataset_folder(dataset, Path(path))
+        return {split: hashlib.sha256((folder / f"{split}.txt").read_bytes()).hexdigest()[:16]
+                for split in dict.fromkeys(VTAB_PROTOCOLS[protocol])}
+    return split_digests(raw_dataset(family, dataset, path), read_splits(family, dataset))

@@ -19,9 +19,9 @@ from tasks.config_schema import TrainerConf
 NOT_IDENTITY = ("force", "runs_root", "logger", "recipe", "d", "density", "mask", "mask_seed", "peft",
                 "trainer", "sweep")
 # Trainer keys outside it; the ones the recipe can supply enter through the resolved hyperparameters.
-TRAINER_NOT_IDENTITY = ("progress", "logging_steps", "num_workers", "save_total_limit", "eval_batch_size",
-                        "use_cpu", "device", "grad_accum", "save_every_steps", "save_every_minutes",
-                        "wait_for_lock", "gradient_checkpointing")
+TRAINER_NOT_IDENTITY = ("progress", "progress_every_s", "logging_steps", "num_workers", "save_total_limit",
+                        "eval_batch_size", "use_cpu", "device", "grad_accum", "save_every_steps",
+                        "save_every_minutes", "wait_for_lock", "gradient_checkpointing")
 HPARAMS_NOT_IDENTITY = ("grad_accum",)
 # Trainer keys added after runs existed: in the identity only when set away from this default, so
 # earlier runs keep their directories.

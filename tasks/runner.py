@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback
 
 import capaboost
 from tasks import (
@@ -30,6 +31,7 @@ from tasks import (
     finished,
     lifecycle,
     models,
+    progress,
     runlock,
 )
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
@@ -125,7 +127,7 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
         train_sampling_strategy=job.train_sampling,
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: tasks.divergence stops the run there
-        disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
+        disable_tqdm=not (tr["progress"] and progress.bars()), dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
 
@@ -186,6 +188,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         print(f"resuming from {checkpoint}")
 
     set_seed(spec.seed)
+    if not progress.bars():
+        progress.quiet_libraries()
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec, raw)
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
@@ -201,10 +205,15 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     complete = CompleteCheckpoints(spec.config["trainer"]["save_total_limit"], info,
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
-    if spec.config["trainer"]["clip"] == "official":
+    tr = spec.config["trainer"]
+    if tr["clip"] == "official":
         steps.append(clipping.OfficialClip(model, spec.hparams["max_grad_norm"]))
+    lines = [progress.ProgressLines(tr["progress_every_s"])] if tr["progress"] and not progress.bars() else []
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *steps, complete, preemption, divergence.Divergence(), *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, divergence.Divergence(), *lines,
+                                 *callbacks])
+    if lines:
+        trainer.remove_callback(PrinterCallback)  # raw log dicts: the progress lines say it readably
     epochs.trainer = trainer
     diverged = None
     try:
@@ -231,6 +240,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "run_dir": str(run_dir), "history": divergence.finite_or_none(history), **device.record(placement),
+        "data_digest": path_digests(spec) if info.is_main else None,
     }
     if diverged is not None:
         return _diverged(result, diverged, run_dir, status, wandb_run, info)
@@ -287,6 +297,16 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
             f"(epoch {result['best_epoch']}, {result['selection']['rule']}) final {final}; params "
             f"{p['trainable']:,} trainable / {p['effective']:,} effective / {p['total']:,} total; "
             f"{result['runtime_s']:.0f}s -> {path}")
+
+
+def path_digests(spec: RunSpec) -> dict[str, str] | None:
+    """Content digest per split of a run's ``data.path`` data (None for hub and fixture data): what
+    the tables compare with the official splits' digests that make prefetch recorded."""
+    from tasks import data
+
+    if spec.config["data"]["source"] != "path":
+        return None
+    return data.path_digests(spec.family, spec.dataset, spec.protocol, spec.config["data"]["path"])
 
 
 def data_source(spec: RunSpec) -> str:

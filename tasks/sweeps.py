@@ -17,10 +17,34 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "sweeps"
 CONF = ROOT / "conf"
+# Names that stand for several sweeps (make preflight / sweep-list / prefetch NAME=paper): every paper
+# table and figure. Sweeps share runs (a Fig. 1 cell is also a main-table cell): counted once.
+SWEEP_SETS = {"paper": ("glue_roberta_base", "glue_deberta_v3", "squad", "vtab", "fig1_rank_params",
+                        "fig3_masks", "fig4_r_by_d")}
 
 
 def available(sweeps_dir: Path = SWEEPS) -> list[str]:
     return sorted(p.stem for p in sweeps_dir.glob("*.yaml"))
+
+
+def sweep_names(name: str, sweeps_dir: Path = SWEEPS) -> list[str]:
+    """The sweeps ``name`` stands for: a set of ``SWEEP_SETS``, ``all`` (every file), or itself."""
+    return available(sweeps_dir) if name == "all" else list(SWEEP_SETS.get(name, (name,)))
+
+
+def scoped(name: str, overrides: list[str]) -> list[str]:
+    """The overrides for sweep ``name`` out of a list for several: plain ones apply to every sweep,
+    ``<sweep>:<override>`` ones only to that sweep (``vtab:data.path=/data/vtab-1k``)."""
+    out = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        sweep, sep, rest = override.partition(":")
+        if sep and ":" in key:
+            if sweep == name:
+                out.append(rest)
+        else:
+            out.append(override)
+    return out
 
 
 def params_of(name: str, sweeps_dir: Path = SWEEPS) -> dict[str, str]:
@@ -75,13 +99,15 @@ def is_group(key: str, conf: Path = CONF) -> bool:
     return (conf / key).is_dir() or key.startswith("hydra/")
 
 
-def compose_runs(name: str, extra: list[str] | None = None) -> list[tuple[list[str], Any]]:
+def compose_runs(name: str, extra: list[str] | None = None,
+                 errors: list[tuple[list[str], str]] | None = None) -> list[tuple[list[str], Any]]:
     """Compose and validate every run of a sweep (no training): [(overrides, RunSpec)].
 
     Hydra's compose runs once per distinct set of config-group choices (it reads every YAML file
     each time, ~0.2 s); each run's value overrides are then applied with Hydra's own override
     code, as compose itself does after merging the defaults, and the runner's `resolve` checks
-    the result. Raises ValueError naming the first run that does not compose or validate.
+    the result. Raises ValueError naming the first run that does not compose or validate; with an
+    ``errors`` list, such runs are appended there as (overrides, one line) and the rest still composed.
     """
     from hydra import compose, initialize_config_dir
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -104,6 +130,27 @@ def compose_runs(name: str, extra: list[str] | None = None) -> list[tuple[list[s
                 ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values), cfg)
                 spec = resolve(cfg)
             except Exception as e:  # noqa: BLE001 -- re-raised with the run that failed
-                raise ValueError(f"sweep {name}: run {' '.join(overrides)} does not compose: {e}") from e
+                if errors is None:
+                    raise ValueError(f"sweep {name}: run {' '.join(overrides)} does not compose: {e}") from e
+                errors.append((overrides, " ".join(str(e).split())))
+                continue
             out.append((overrides, spec))
     return out
+
+
+def distinct_runs(names: list[str], overrides: list[str] | None = None) -> dict[str, Any]:
+    """Every run of the sweeps ``names`` (overrides scoped as in ``scoped``), by run directory: two
+    sweeps that list one experiment and seed share it. {"listed": {sweep: count}, "runs": {run_dir:
+    (sweeps, overrides, RunSpec)}, "failed": {sweep: [(overrides, one line)]}} (runs that do not compose)."""
+    listed: dict[str, int] = {}
+    runs: dict[str, tuple[list[str], list[str], Any]] = {}
+    failed: dict[str, list[tuple[list[str], str]]] = {}
+    for name in names:
+        errors: list[tuple[list[str], str]] = []
+        composed = compose_runs(name, scoped(name, list(overrides or [])), errors)
+        listed[name] = len(composed) + len(errors)
+        for run_overrides, spec in composed:
+            runs.setdefault(str(spec.run_dir), ([], run_overrides, spec))[0].append(name)
+        if errors:
+            failed[name] = errors
+    return {"listed": listed, "runs": runs, "failed": failed}

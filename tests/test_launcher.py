@@ -68,7 +68,7 @@ def test_slurm_batch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     script = str(info.value)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --mem=64GB", "#SBATCH --time=720", "#SBATCH --array=0-1%1",
-                 "#SBATCH --signal=USR2@120"):
+                 "#SBATCH --signal=USR2@120", "#SBATCH --job-name=squad"):  # the sweep's name, not `run`
         assert line in script, f"{line} not in\n{script}"
     # each array task's pickled call: this launcher, the run's overrides, 5 time-out requeues allowed
     pickles = sorted((tmp_path / "sweep" / ".submitit").rglob("*.pkl"))
@@ -76,6 +76,13 @@ def test_slurm_batch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     calls = [submitit.helpers.DelayedSubmission.load(p) for p in pickles]
     assert sorted(c.args[0] for c in calls) == sorted(runs)
     assert {c._timeout_countdown for c in calls} == {5}
+
+
+def test_job_name_without_a_sweep_file(tmp_path: Path) -> None:
+    register()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm_ddp"], return_hydra_config=True)
+    assert OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["name"] == "capaboost"
 
 
 def test_checkpoint_resubmits_the_same_run(tmp_path: Path) -> None:

@@ -251,3 +251,24 @@ def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.M
     assert len(calls) == 1
     assert isinstance(_callback(cfg), Preflight)
     assert compose(["sweep=vtab"]) is not None               # the callback config composes with the schema
+
+
+def test_several_sweeps_count_shared_runs_once_and_name_runs_that_cannot_start(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """As NAME=paper: Fig. 1 (LoRA, d=2, d=4) and Fig. 4 (LoRA, d=2, 3, 4) at r=8 on CoLA, seed 42 share
+    3 runs (by hand: 3 + 4 listed, 4 distinct); VTAB without data.path cannot compose: its 2 runs are
+    named and counted, and the check goes on."""
+    from tasks import sweeps
+
+    monkeypatch.setitem(sweeps.SWEEP_SETS, "trio", ("fig1_rank_params", "fig4_r_by_d", "vtab"))
+    code = cli.main(["trio", "--gpu-mem", "80", "seed=42", "+sweep/rank=r8",
+                     "fig1_rank_params:task=glue/cola", "fig4_r_by_d:task=glue/cola", "vtab:task=vtab/dtd"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "sweep fig1_rank_params: 3 runs" in out and "sweep fig4_r_by_d: 4 runs" in out
+    assert "sweep vtab: 2 runs on A100-80GB with 80 GiB: 0 ok, 2 cannot start" in out
+    assert ("sweep trio (3 sweeps, 9 listed runs, 3 listed by more than one sweep, counted once): 6 runs on "
+            "A100-80GB with 80 GiB: 4 ok, 2 cannot start") in out
+    named = [line for line in err.splitlines() if line.startswith("FAIL: ")]
+    assert len(named) == 2
+    assert all("task=vtab/dtd" in line and "data.path is not set" in line for line in named)

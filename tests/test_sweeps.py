@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from tasks.config import register, resolve
 from tasks.schema import GLUE, VTAB
-from tasks.sweeps import CONF, available, compose_runs, expand, params_of
+from tasks.sweeps import CONF, available, compose_runs, distinct_runs, expand, params_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}
@@ -135,7 +135,7 @@ def test_sweep_list_cli() -> None:
     script = str(ROOT / "scripts" / "sweep_list.py")
     out = subprocess.run([sys.executable, script, "squad"], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
-    assert lines[0] == "sweep squad: 24 run(s)" and len(lines) == 25
+    assert lines[0] == "sweep squad: 24 run(s), 24 distinct" and len(lines) == 25
     assert "task=squad/v1" in lines[1] and "model=deberta-v3-base" in lines[1]
     bad = subprocess.run([sys.executable, script, "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no sweep 'nope'" in bad.stderr
@@ -172,3 +172,26 @@ def test_paper_sweeps_run_the_authors_behaviour(specs: dict) -> None:
     deb = _specs("glue_deberta_v3", specs)
     assert {(s.task, s.hparams["lr"], s.hparams["epochs"]) for s in deb if s.method == "lora"
             and s.task in ("glue/rte", "glue/qnli")} == {("glue/rte", 1.5e-3, 60), ("glue/qnli", 8e-4, 30)}
+
+
+def test_sweeps_that_list_the_same_run_count_it_once() -> None:
+    """Fig. 1 (LoRA, d=2, d=4 x r 4, 8, 16, 32) and Fig. 4 (LoRA, d=2, 3, 4 x r 2, 4, 8, 16) on one task
+    and seed: by hand, {LoRA, d=2, d=4} x {4, 8, 16} = 9 runs are in both, so 12 + 16 - 9 = 19 distinct."""
+    found = distinct_runs(["fig1_rank_params", "fig4_r_by_d"], ["task=glue/cola", "seed=42"])
+    assert found["listed"] == {"fig1_rank_params": 12, "fig4_r_by_d": 16}
+    assert len(found["runs"]) == 19
+    assert sum(len(sweeps) == 2 for sweeps, _, _ in found["runs"].values()) == 9
+    # an override scoped to one sweep: Fig. 4 on another seed shares nothing
+    apart = distinct_runs(["fig1_rank_params", "fig4_r_by_d"], ["task=glue/cola", "seed=42",
+                                                               "fig4_r_by_d:seed=43"])
+    assert len(apart["runs"]) == 28
+
+
+def test_sweep_list_honours_args_and_names_runs_that_do_not_compose() -> None:
+    make = subprocess.run(["make", "-n", "sweep-list", "NAME=squad", "ARGS=seed=42"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    assert "scripts/sweep_list.py squad seed=42" in make
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_list.py"), "vtab", "--count",
+                          "task=vtab/dtd", "seed=42"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("sweep vtab: 2 run(s), 2 distinct; 2 do not compose, e.g. ")
+    assert "data.path is not set" in out

@@ -23,7 +23,7 @@ def machine(monkeypatch, tmp_path):
     saved = torch.get_float32_matmul_precision()
 
     class Machine:
-        cuda, bf16, visible, device_file, warning, slurm = False, False, None, False, None, None
+        cuda, bf16, visible, device_file, warning, slurm, driver = False, False, None, False, None, None, None
 
     m = Machine()
 
@@ -41,6 +41,8 @@ def machine(monkeypatch, tmp_path):
     for key in ("CUDA_VISIBLE_DEVICES", *device.SLURM_GPU_VARS):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(device, "NVIDIA_DEVICE", tmp_path / "nvidia0")
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", tmp_path / "driver_version")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: the driver is what the file says
 
     def setup() -> Machine:
         if m.visible is not None:
@@ -49,6 +51,10 @@ def machine(monkeypatch, tmp_path):
             (tmp_path / "nvidia0").touch()
         if m.slurm is not None:
             monkeypatch.setenv("SLURM_GPUS_ON_NODE", m.slurm)
+        if m.driver:  # what /proc/driver/nvidia/version says on a node with that driver loaded
+            (tmp_path / "driver_version").write_text(
+                f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {m.driver}  Sat Aug 19 01:15:15 UTC 2023\n"
+                "GCC version:  gcc version 11.4.0 (Ubuntu 11.4.0-1ubuntu1~22.04)\n")
         return m
 
     m.setup = setup
@@ -86,11 +92,13 @@ def test_cuda_turns_tf32_on_and_records_peak_memory(machine, monkeypatch):
     machine.setup()
     placement = place(trainer())
     assert torch.get_float32_matmul_precision() == "high"  # TF32 for fp32 matmuls
+    build = {"torch_build": torch.__version__, "torch_cuda": "13.0", "nvidia_driver": None}
     assert device.record(placement) == {"device": "Fake GPU 80GB", "precision": "fp16",
-                                        "peak_gpu_memory_bytes": 123_456_789, "cuda_visible_devices": None}
+                                        "peak_gpu_memory_bytes": 123_456_789, "cuda_visible_devices": None,
+                                        **build}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")   # what Ray or SLURM gave the run
     assert device.record(Placement("cpu", "cpu", "fp32")) == {"device": "cpu", "precision": "fp32",
-                                                              "cuda_visible_devices": "3"}
+                                                              "cuda_visible_devices": "3", **build}
 
 
 def test_use_cpu_still_means_cpu(machine):
@@ -105,6 +113,49 @@ def test_cuda_requested_without_cuda_fails_saying_why(machine):
     with pytest.raises(DeviceError, match=r"trainer.device=cuda .*driver on your system is too old") as error:
         place(trainer("cuda"))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("dev", ["cuda", "auto"])
+def test_driver_too_old_for_the_cuda13_build_names_driver_needed_and_switch(machine, capsys, dev):
+    """The planted fault: a SLURM GPU node whose r535 driver cannot run the index's CUDA 13.0 torch."""
+    machine.warning, machine.driver, machine.slurm = DRIVER_TOO_OLD, "535.104.05", "1"
+    machine.setup()
+    with pytest.raises(DeviceError) as error:
+        place(trainer(dev))
+    line = str(error.value)
+    assert "\n" not in line
+    assert ("NVIDIA driver 535.104.05 is too old for this torch (CUDA 13.0 build needs driver >= 580); "
+            "install the CUDA 12.8 build of the same torch: make install TORCH_CUDA=cu128 "
+            "(needs driver >= 525.60.13)") in line
+    # before that, the start-up line says which torch build met which driver
+    assert f"torch {torch.__version__} (CUDA 13.0 build); NVIDIA driver 535.104.05" in capsys.readouterr().out
+
+
+def test_driver_below_every_build_says_update_it(machine):
+    machine.driver = "470.82.01"
+    machine.setup()
+    with pytest.raises(DeviceError, match=r"driver 470.82.01 is too old .* update the driver"):
+        place(trainer("cuda"))
+
+
+def test_a_new_enough_driver_is_logged_and_recorded(machine, capsys):
+    machine.cuda, machine.driver = True, "580.65.06"
+    machine.setup()
+    placement = place(trainer())
+    assert "NVIDIA driver 580.65.06" in capsys.readouterr().out
+    assert device.record(placement)["nvidia_driver"] == "580.65.06"
+    assert device.driver_too_old("12.8", "535.104.05") is None  # the TORCH_CUDA=cu128 build runs on r535
+    assert device.driver_too_old("12.8", "520.61.05").endswith("(no torch build offered runs on it)")
+
+
+def test_open_kernel_module_version_file_and_no_driver(tmp_path, monkeypatch):
+    f = tmp_path / "version"
+    f.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  "
+                 "(dvs-builder@U16-I3-B03-4-3)  Tue Jul 15 2025\n")
+    assert device.driver_version(f) == "580.65.06"
+    assert device.driver_too_old("13.0", "580.65.06") is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi either: None, not an error
+    assert device.driver_version(tmp_path / "absent") is None
 
 
 def test_cpu_only_torch_build_is_named(machine, monkeypatch):
