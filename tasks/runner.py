@@ -23,7 +23,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 import capaboost
 from capaboost.atomic import write_text
-from tasks import device, distributed, evaluation, lifecycle, runlock
+from tasks import baselines, device, distributed, evaluation, lifecycle, runlock
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config import RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
@@ -80,13 +80,24 @@ def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_meta
 
 
 def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
-    """(model with PEFT, the module capaboost.apply returned: what capaboost.save/count see)."""
-    cfg = capaboost.CapaBoostConfig(**spec.capaboost_config)
+    """(model with PEFT, the module capaboost.apply or peft.get_peft_model returned: what save/count see)."""
+    if baselines.is_baseline(spec.method):
+        def attach(m: nn.Module) -> nn.Module:
+            return baselines.attach(m, spec.capaboost_config)
+    else:
+        def attach(m: nn.Module) -> nn.Module:
+            return capaboost.apply(m, capaboost.CapaBoostConfig(**spec.capaboost_config))
     if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the backbone is detected on the timm model
-        model.vit = capaboost.apply(model.vit, cfg)
+        model.vit = attach(model.vit)
         return model, model.vit
-    peft_root = capaboost.apply(model, cfg)  # prefix returns PEFT's wrapper: always use the return value
+    peft_root = attach(model)  # prefix and the baselines return PEFT's wrapper: always use the return value
     return peft_root, peft_root
+
+
+def count_parameters(model: nn.Module, spec: RunSpec) -> dict[str, int]:
+    """capaboost.count_parameters, or its twin for PEFT-library baselines (tasks.baselines)."""
+    count = baselines.count_parameters if baselines.is_baseline(spec.method) else capaboost.count_parameters
+    return count(model)
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -155,9 +166,11 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     set_seed(spec.seed)
     job = importlib.import_module(f"tasks.{spec.family}").prepare(spec)
     model, peft_root = attach_peft(job.model, spec)
-    params = capaboost.count_parameters(model)
+    params = count_parameters(model, spec)
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
+    baseline = baselines.is_baseline(spec.method)
+    schedule = baselines.adalora_callback(model, spec.capaboost_config["options"]) if baseline else None
 
     args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
@@ -167,13 +180,15 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
                                    on_saved=lambda step: status.write("running", step=step))
     steps = [WandbStep(wandb_run)] if wandb_run else []  # before `complete`: its marker covers the step file
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
-                      callbacks=[epochs, *steps, complete, preemption, *callbacks])
+                      callbacks=[epochs, *steps, complete, preemption, *filter(None, [schedule]), *callbacks])
     epochs.trainer = trainer
     trainer.train(resume_from_checkpoint=checkpoint)
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
     if not history:
         raise RuntimeError("training finished without a single evaluation round")
+    if baseline:  # AdaLoRA's budget is known after pruning
+        params = count_parameters(model, spec)
     scores = [job.select_score(row["select"]) for row in history]
     rule = spec.config["task"]["report"]
     best_i = evaluation.chosen_round(scores, rule)
@@ -191,13 +206,17 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
         "identity": spec.identity, "identity_key": spec.identity_key,
         "sweeps": [spec.sweep] if spec.sweep else [],
-        "mask_digest": digest, "rank": capaboost.analysis.rank_summary(model), "world_size": info.world_size,
+        "mask_digest": digest, "world_size": info.world_size,
+        "rank": (baselines.rank_summary if baseline else capaboost.analysis.rank_summary)(model),
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "run_dir": str(run_dir), "history": history, **device.record(placement),
     }
     if info.is_main:
-        capaboost.save(peft_root, run_dir / WEIGHTS)
+        if baseline:
+            baselines.save(peft_root, run_dir / baselines.WEIGHTS_DIR)
+        else:
+            capaboost.save(peft_root, run_dir / WEIGHTS)
         if wandb_run is not None:  # before result.json: a kill in between re-runs this, W&B included
             wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
                                      | {f"final/{k}": v for k, v in result["metrics"].items()}
