@@ -1,8 +1,8 @@
 """The run's real architecture with its PEFT method, built on fake tensors: shapes without weights.
 
 The backbone comes from its architecture facts (architectures.yaml) or, for ``model=tiny``, from the
-config; the PEFT method is attached by the runner's own ``attach_peft``, so what is counted and traced
-is what would train. It is built on the meta device (no memory, no init cost), then every parameter
+config; the PEFT method is attached by the runner's own ``attach_peft`` (CapaBoost, or a PEFT-library
+baseline through ``peft.get_peft_model``), so what is counted and traced is what would train. It is built on the meta device (no memory, no init cost), then every parameter
 and buffer becomes a fake CPU tensor, which autocast and autograd can trace (preflight/trace.py).
 Meta tensors carry no values, so the masks are drawn for real (they are small) on the side: their
 unions give the paper's effective parameter count; meta copies go into the model.
@@ -138,7 +138,7 @@ def build(spec: Any) -> Built:
     """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from tasks.runner import attach_peft
+    from tasks.runner import attach_peft, count_parameters
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
     drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -151,7 +151,7 @@ def build(spec: Any) -> Built:
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
     _put_real_masks(model, drawn)
-    numbers = capaboost.count_parameters(model)
+    numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.baselines' count
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
     return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)

@@ -1,5 +1,6 @@
 """Paired by seed: each CapaBoost row of a table against the vanilla row of its PEFT method nearest in
-PEFT parameters, column by column, on the seeds both rows have.
+PEFT parameters, and against every PEFT-library baseline row (DoRA, VeRA, ...: tasks/baselines.py) whose
+PEFT parameters are within PARAM_TOLERANCE of its own, column by column, on the seeds both rows have.
 
 One seed fixes the data order and the head's init for both rows, so much of the seed-to-seed spread
 cancels in the difference. The verdict reads the 95% Student-t interval of the mean difference
@@ -12,12 +13,18 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from tasks.baselines import is_baseline
+
 from .groups import Row, metrics_of, run_flags
 from .layout import Column
 from .render import marks
 from .tables import RowView, TableView, mark_notes
 
 LEVEL = 0.95
+# A baseline row is compared with a CapaBoost row when its PEFT params are within this fraction of the
+# CapaBoost row's. 0.2, not 0.1: DoRA's size moves in steps of one LoRA rank plus its magnitude vector, so
+# its nearest size can sit ~17% away (MiniLM: r=2 23,040, r=3 32,256 against 27,655).
+PARAM_TOLERANCE = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,16 @@ def pairs(view: TableView) -> list[Pair]:
     out = []
     for capa in (v for v in ours if v.key.get("capaboost")):
         vanilla = [v for v in ours if not v.key.get("capaboost") and v.key["method"] == capa.key["method"]]
-        if not vanilla:
-            continue
-        match = min(vanilla, key=lambda v: abs(size[id(v)] - size[id(capa)]))
+        matches = [min(vanilla, key=lambda v: abs(size[id(v)] - size[id(capa)]))] if vanilla else []
+        matches += [v for v in ours if is_baseline(str(v.key["method"]))
+                    and abs(size[id(v)] - size[id(capa)]) <= PARAM_TOLERANCE * size[id(capa)]]
+        out += _column_pairs(view, capa, matches, size)
+    return out
+
+
+def _column_pairs(view: TableView, capa: RowView, matches: list[RowView], size: dict[int, float]) -> list[Pair]:
+    out = []
+    for match in matches:
         for column in view.layout.columns:
             a, b = (v.row.cells.get(column.task) for v in (capa, match))
             if a is None or b is None:
@@ -84,9 +98,12 @@ def pairs(view: TableView) -> list[Pair]:
 
 
 def to_markdown(view: TableView, found: list[Pair]) -> str:
+    baselines = any(is_baseline(str(p.vanilla.key["method"])) for p in found)
+    against = (f", and every PEFT-library baseline row within ±{PARAM_TOLERANCE:.0%} of its PEFT parameters"
+               if baselines else "")
     lines = [f"# {view.title}: paired by seed", "",
-             "CapaBoost row − the vanilla row of its method nearest in PEFT parameters (x100), on the seeds "
-             f"both have; {LEVEL:.0%} Student-t interval of the mean difference; the verdict reads the "
+             f"CapaBoost row − the vanilla row of its method nearest in PEFT parameters{against} (x100), on the "
+             f"seeds both have; {LEVEL:.0%} Student-t interval of the mean difference; the verdict reads the "
              "interval.", "",
              "| CapaBoost | PEFT params | vs | PEFT params | column | difference | 95% CI | n | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]

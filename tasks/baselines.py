@@ -197,7 +197,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     out = {"trainable": sum(p.numel() for p in trainable.values()),
            "effective": sum(p.numel() for p in trainable.values()),
            "peft": sum(p.numel() for p in peft.values()),
-           "total": sum(p.numel() for p in model.parameters())}
+           # PEFT keeps a frozen original beside each trained head copy: counted once, as our models
+           "total": sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)}
     found = _adalora(model)
     if found is not None:
         layers = _tuner_layers(found[0].model)
