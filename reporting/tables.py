@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.baselines import is_baseline
+from tasks.baselines import base_method, is_baseline
 
 from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
 from .layout import Layout
@@ -128,7 +128,7 @@ def row_labels(rows: list[Row]) -> list[str]:
                for o in keys[:keys.index(k)]):
             keys.remove(k)
             del shown[k]
-    methods = [str(row.canonical["method"]) for row in rows]
+    methods = [base_method(str(row.canonical["method"])) for row in rows]  # baselines: with LoRA's r, alpha
 
     def differs(k: str) -> bool:
         # a method's own hyperparameter (r, reduction_factor, ...) only against rows of that method
