@@ -2,8 +2,9 @@
 
 The backbone comes from its architecture facts (architectures.yaml) or, for ``model=tiny``, from the
 config; the PEFT method is attached by the runner's own ``attach_peft`` (CapaBoost, or a PEFT-library
-baseline through ``peft.get_peft_model``), so what is counted and traced is what would train. It is built on the meta device (no memory, no init cost), then every parameter
-and buffer becomes a fake CPU tensor, which autocast and autograd can trace (preflight/trace.py).
+baseline through ``peft.get_peft_model``), so what is counted and traced is what would train. It is
+built on the meta device (no memory, no init cost), then every parameter and buffer becomes a fake CPU
+tensor, which autocast and autograd can trace (preflight/trace.py).
 Meta tensors carry no values, so the masks are drawn for real (they are small) on the side: their
 unions give the paper's effective parameter count; meta copies go into the model.
 """

@@ -80,7 +80,8 @@ def pairs(view: TableView) -> list[Pair]:
     return out
 
 
-def _column_pairs(view: TableView, capa: RowView, matches: list[RowView], size: dict[int, float]) -> list[Pair]:
+def _column_pairs(view: TableView, capa: RowView, matches: list[RowView],
+                  size: dict[int, float]) -> list[Pair]:
     out = []
     for match in matches:
         for column in view.layout.columns:
@@ -102,9 +103,9 @@ def to_markdown(view: TableView, found: list[Pair]) -> str:
     against = (f", and every PEFT-library baseline row within ±{PARAM_TOLERANCE:.0%} of its PEFT parameters"
                if baselines else "")
     lines = [f"# {view.title}: paired by seed", "",
-             f"CapaBoost row − the vanilla row of its method nearest in PEFT parameters{against} (x100), on the "
-             f"seeds both have; {LEVEL:.0%} Student-t interval of the mean difference; the verdict reads the "
-             "interval.", "",
+             f"CapaBoost row − the vanilla row of its method nearest in PEFT parameters{against} (x100), on "
+             f"the seeds both have; {LEVEL:.0%} Student-t interval of the mean difference; the verdict reads "
+             "the interval.", "",
              "| CapaBoost | PEFT params | vs | PEFT params | column | difference | 95% CI | n | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in found:

@@ -20,8 +20,8 @@ from .paper import PaperRow
 
 PEFT_LABEL = {"lora": "LoRA", "padapter": "PAdapter", "prefix": "Prefix", "dora": "DoRA", "rslora": "rsLoRA",
               "pissa": "PiSSA", "vera": "VeRA", "loha": "LoHa", "adalora": "AdaLoRA"}  # then tasks.baselines'
-METHOD_ORDER = {"lora": 0, "padapter": 1, "prefix": 2, "dora": 3, "rslora": 4, "pissa": 5, "vera": 6, "loha": 7,
-                "adalora": 8}
+METHOD_ORDER = {"lora": 0, "padapter": 1, "prefix": 2, "dora": 3, "rslora": 4, "pissa": 5, "vera": 6,
+                "loha": 7, "adalora": 8}
 FAMILY_LABEL = {"glue": "GLUE", "squad": "SQuAD", "vtab": "VTAB-1k"}
 MODEL_LABEL = {"roberta-base": "RoBERTa-base", "roberta-large": "RoBERTa-large",
                "deberta-v3-base": "DeBERTa-v3-base", "vit-b16": "ViT-B/16", "minilm": "MiniLM"}

@@ -43,7 +43,8 @@ BASELINES: dict[str, Baseline] = {
     "dora": Baseline(_LORA[0], (("use_dora", True),), *_LORA[1:], _SHARED),
     "rslora": Baseline(_LORA[0], (("use_rslora", True),), *_LORA[1:], _SHARED),
     # "pissa" = full SVD; options.init_lora_weights=pissa_niter_<k> is PEFT's fast randomized SVD
-    "pissa": Baseline(_LORA[0], (("init_lora_weights", "pissa"),), *_LORA[1:], _SHARED + ("init_lora_weights",)),
+    "pissa": Baseline(_LORA[0], (("init_lora_weights", "pissa"),), *_LORA[1:],
+                      _SHARED + ("init_lora_weights",)),
     # VeRA has no alpha: its scale is the trained vectors themselves
     "vera": Baseline("VeraConfig", (), "r", None, "vera_dropout",
                      _SHARED + ("projection_prng_key", "save_projection", "d_initial")),
@@ -135,7 +136,7 @@ def peft_config(cfg: dict[str, Any], target_modules: list[str], heads: tuple[str
         if key is not None:
             kwargs[key] = value
     if cfg["method"] == "adalora":
-        kwargs["total_step"] = 1  # a placeholder: AdaLoraSchedule sets the Trainer's real count at train begin
+        kwargs["total_step"] = 1  # placeholder: AdaLoraSchedule sets the Trainer's real count at train begin
     return getattr(peft, b.config_class)(target_modules=target_modules, modules_to_save=list(heads) or None,
                                          task_type=task_type, **kwargs)
 

@@ -15,9 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from capaboost.backbones import BACKBONES
-from tasks import baselines
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
-from tasks import identity
+from tasks import baselines, identity
 from tasks.config_schema import register  # noqa: F401  (re-exported: run.py, tests)
 from tasks.schema import VTAB_PROTOCOLS
 
@@ -229,7 +228,8 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
     hparams = _hparams(c, baselines.base_method(peft["method"]))
-    cb = _baseline_config(c, hparams) if baselines.is_baseline(peft["method"]) else _capaboost_config(c, hparams)
+    baseline = baselines.is_baseline(peft["method"])
+    cb = _baseline_config(c, hparams) if baseline else _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]
     ident = identity.identity(c, peft["name"], cb, hparams, _FROM_RECIPE)
     return RunSpec(task=task["name"], family=task["family"], dataset=task["dataset"],

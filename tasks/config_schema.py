@@ -29,7 +29,7 @@ class ModelConf:
 @dataclass
 class PeftConf:
     name: str = MISSING
-    method: str = MISSING                 # lora | padapter | prefix, or a PEFT-library baseline (tasks/baselines.py)
+    method: str = MISSING                 # lora | padapter | prefix | a baseline (tasks/baselines.py)
     capaboost: bool = True                # False: vanilla, d=1 and density=1 whatever the top level says
     r: int | None = None                  # None: the recipe's value
     alpha: float | None = None

@@ -152,7 +152,7 @@ def test_tables_list_the_baselines_and_pair_them_within_tolerance(trained, tmp_p
     labels = {"dora": "DoRA", "rslora": "rsLoRA", "pissa": "PiSSA", "vera": "VeRA", "loha": "LoHa",
               "adalora": "AdaLoRA"}
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
-    for method, label in labels.items():
+    for label in labels.values():
         row = next(v for k, v in rows.items() if k.startswith(label))
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[-1] != "—" and cells[-2] != "—"  # Params % and rank
