@@ -152,10 +152,20 @@ def build(spec: Any) -> Built:
             model = head.from_config(_text_config(model_cfg, labels))
         model, peft_root = attach_peft(model, spec)
     _put_real_masks(model, drawn)
+    _adapter_always_applied(model)
     numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.baselines' count
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
     return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)
+
+
+def _adapter_always_applied(model: nn.Module) -> None:
+    """PEFT's LoHa decides its module dropout by ``torch.rand(1) > p`` in every training forward, a value
+    fake tensors cannot know: such layers are traced on the path that applies the adapter (the costlier
+    one, and the only one at p=0), as in eval mode."""
+    for module in model.modules():
+        if isinstance(getattr(module, "module_dropout", None), dict):
+            module.register_forward_pre_hook(lambda m, args: setattr(m, "training", False))
 
 
 def to_fake(model: nn.Module, mode: FakeTensorMode) -> None:
