@@ -162,3 +162,14 @@ def test_tables_list_the_baselines_and_pair_them_within_tolerance(trained, tmp_p
     partners = {line.split("|")[3].strip().split(" ")[0] for line in paired.splitlines()
                 if line.startswith("| CapaBoost-LoRA")}
     assert within == partners == {"rsLoRA"}
+
+
+@pytest.mark.parametrize("method", sorted(HAND))
+def test_preflight_builds_counts_and_traces_each_baseline(method: str, tmp_path: Path) -> None:
+    """On the meta device through the runner's attach_peft: the same hand counts, and a traced step (LoHa's
+    random module-dropout decision included)."""
+    from preflight.plan import Planner, Target
+
+    spec = spec_for(["task=glue/rte", f"peft={method}"], tmp_path)
+    row = Planner(Target("A100-80GB", 80)).check([method], spec)
+    assert row.status == "ok" and row.counts["peft"] == HAND[method] and row.tflop_per_step > 0
