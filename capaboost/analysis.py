@@ -16,6 +16,13 @@ def delta_rank(layer: nn.Module, rtol: float | None = None) -> int:
         delta = b @ a
     else:
         delta = layer.delta_weight().detach().double()
+    return numerical_rank(delta, rtol)
+
+
+def numerical_rank(delta: torch.Tensor, rtol: float | None = None) -> int:
+    """Rank of a delta W at float32 precision (singular values above max(shape) * eps32 * the largest),
+    computed in float64. Also what the harness measures PEFT-library baselines with."""
+    delta = delta.detach().double()
     if rtol is None:
         rtol = max(delta.shape) * torch.finfo(torch.float32).eps
     return int(torch.linalg.matrix_rank(delta, rtol=rtol))

@@ -36,9 +36,8 @@ def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...])
                         cfg.nm_group) for shape, part in [((cfg.prefix_hidden, hidden), "down"),
                                  ((2 * layers * hidden, cfg.prefix_hidden), "up")]]
     name = type(model).__name__
-    task_type = next((t for suffix, t in _TASK_TYPES.items() if name.endswith(suffix)), "FEATURE_EXTRACTION")
     peft_model = get_peft_model(model, PrefixTuningConfig(
-        task_type=task_type, num_virtual_tokens=cfg.prefix_length, prefix_projection=True,
+        task_type=peft_task_type(model), num_virtual_tokens=cfg.prefix_length, prefix_projection=True,
         encoder_hidden_size=cfg.prefix_hidden, modules_to_save=list(heads) or None))
     encoder = peft_model.prompt_encoder["default"]
     down, _, up = encoder.transform
@@ -50,6 +49,12 @@ def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...])
     for module in embeddings:
         module.register_forward_pre_hook(_positions_without_prefix, with_kwargs=True)
     return peft_model
+
+
+def peft_task_type(model: nn.Module) -> str:
+    """PEFT's task type for a transformers model with a task head (by its class name)."""
+    name = type(model).__name__
+    return next((t for suffix, t in _TASK_TYPES.items() if name.endswith(suffix)), "FEATURE_EXTRACTION")
 
 
 def _positions_without_prefix(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:

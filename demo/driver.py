@@ -86,18 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="1 seed, 2 arms, a few steps (the test suite's demo)")
     ap.add_argument("--tune", action="store_true",
                     help="run sweeps/demo_tune.yaml and write each arm's chosen lr into sweeps/demo_arm/")
-    ap.add_argument("--sweep", default=None, help="another demo sweep, e.g. demo_official_vs_ours (its runs "
-                    "and tables go to <out>/<sweep>/)")
+    ap.add_argument("--sweep", default=None, help="another demo sweep over the same data, e.g. "
+                    "demo_official_vs_ours or demo_modern (its runs and tables go to <out>/<sweep>/)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output root (default results/demo)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="sweep processes")
     ap.add_argument("--skip-capacity", action="store_true", help="leave out the synthetic capacity check")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers must be >= 1")
+    if args.sweep and args.tune:
+        ap.error("--sweep and --tune are two different sweeps: give one")
     t0, out = time.time(), args.out.resolve()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: stop the sweep processes too
-    if args.sweep and args.tune:
-        ap.error("--sweep and --tune exclude each other")
     name = args.sweep or ("demo_tune" if args.tune else "demo")
     data_root = out  # one converted data set for every demo sweep
     if name != "demo" and not args.tune:  # another demo sweep: its own runs and tables, no capacity check
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.suffix == ".md":
                 log(f"\n--- {path}\n{path.read_text(encoding='utf-8').strip()}")
         rc = 0
-        if not args.skip_capacity:
+        if not args.skip_capacity and not args.sweep:  # the capacity check belongs to the main demo
             log("== synthetic capacity check (fit a random full-rank update; rank of dW vs d)")
             setup = capacity.Setup.tiny() if args.fast else capacity.Setup()
             md = capacity.to_markdown(capacity.run(setup, out))

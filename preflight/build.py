@@ -1,9 +1,10 @@
 """The run's real architecture with its PEFT method, built on fake tensors: shapes without weights.
 
 The backbone comes from its architecture facts (architectures.yaml) or, for ``model=tiny``, from the
-config; the PEFT method is attached by the runner's own ``attach_peft``, so what is counted and traced
-is what would train. It is built on the meta device (no memory, no init cost), then every parameter
-and buffer becomes a fake CPU tensor, which autocast and autograd can trace (preflight/trace.py).
+config; the PEFT method is attached by the runner's own ``attach_peft`` (CapaBoost, or a PEFT-library
+baseline through ``peft.get_peft_model``), so what is counted and traced is what would train. It is
+built on the meta device (no memory, no init cost), then every parameter and buffer becomes a fake CPU
+tensor, which autocast and autograd can trace (preflight/trace.py).
 Meta tensors carry no values, so the masks are drawn for real (they are small) on the side: their
 unions give the paper's effective parameter count; meta copies go into the model.
 """
@@ -145,7 +146,7 @@ def build(spec: Any, precision: str = "fp32") -> Built:
 
     from tasks.math_protocol import frozen_dtype
     from tasks.models import ready_for_training
-    from tasks.runner import attach_peft
+    from tasks.runner import attach_peft, count_parameters
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
     drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -162,10 +163,20 @@ def build(spec: Any, precision: str = "fp32") -> Built:
         ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"],
                            frozen=frozen)
     _put_real_masks(model, drawn)
-    numbers = capaboost.count_parameters(model)
+    _adapter_always_applied(model)
+    numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.baselines' count
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
     return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)
+
+
+def _adapter_always_applied(model: nn.Module) -> None:
+    """PEFT's LoHa decides its module dropout by ``torch.rand(1) > p`` in every training forward, a value
+    fake tensors cannot know: such layers are traced on the path that applies the adapter (the costlier
+    one, and the only one at p=0), as in eval mode."""
+    for module in model.modules():
+        if isinstance(getattr(module, "module_dropout", None), dict):
+            module.register_forward_pre_hook(lambda m, args: setattr(m, "training", False))
 
 
 def to_fake(model: nn.Module, mode: FakeTensorMode) -> None:

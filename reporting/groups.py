@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.baselines import base_method
 from tasks.identity import TRAINER_NOT_IDENTITY
 
 HUB = "hub"
@@ -129,7 +130,7 @@ def row_identity(run: dict[str, Any]) -> dict[str, Any]:
     ident = run.get("identity")
     if not isinstance(ident, dict):
         return {k: v for k, v in legacy_identity(run).items() if v is not None}
-    method, capa = method_of(run), is_capaboost(run)
+    method, capa = base_method(method_of(run)), is_capaboost(run)  # a PEFT-library baseline: LoRA's fields
     recipe = lookup(run, [f"config.recipe.{method}"]) or {}
     out: dict[str, Any] = {}
     for key, value in flatten(ident):
@@ -165,8 +166,9 @@ def canonical(run: dict[str, Any]) -> dict[str, Any]:
     ident = run.get("identity") if isinstance(run.get("identity"), dict) else None
     flat = dict(flatten(ident)) if ident else legacy_identity(run)
     capa = is_capaboost(run)
-    r = field_of(flat, "r") if method_of(run) == "lora" else None
-    if r is None and method_of(run) == "lora":
+    lora_like = base_method(method_of(run)) == "lora"
+    r = field_of(flat, "r") if lora_like else None
+    if r is None and lora_like:
         r = lookup(run, ["hparams.r", "config.peft.r"])
     source = field_of(flat, "source")
     return {"peft": str(run["peft"]), "method": method_of(run), "capaboost": capa,

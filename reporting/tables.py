@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import digests
+from tasks.baselines import base_method, is_baseline
 from tasks.config_schema import TaskConf, TrainerConf
 
 from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
 from .layout import Layout
 from .paper import PaperRow
 
-PEFT_LABEL = {"lora": "LoRA", "padapter": "PAdapter", "prefix": "Prefix"}
-METHOD_ORDER = {"lora": 0, "padapter": 1, "prefix": 2}
+PEFT_LABEL = {"lora": "LoRA", "padapter": "PAdapter", "prefix": "Prefix", "dora": "DoRA", "rslora": "rsLoRA",
+              "pissa": "PiSSA", "vera": "VeRA", "loha": "LoHa", "adalora": "AdaLoRA"}  # then tasks.baselines'
+METHOD_ORDER = {"lora": 0, "padapter": 1, "prefix": 2, "dora": 3, "rslora": 4, "pissa": 5, "vera": 6,
+                "loha": 7, "adalora": 8}
 FAMILY_LABEL = {"glue": "GLUE", "squad": "SQuAD", "vtab": "VTAB-1k"}
 MODEL_LABEL = {"roberta-base": "RoBERTa-base", "roberta-large": "RoBERTa-large",
                "deberta-v3-base": "DeBERTa-v3-base", "vit-b16": "ViT-B/16", "minilm": "MiniLM"}
@@ -129,7 +132,7 @@ def row_labels(rows: list[Row]) -> list[str]:
                for o in keys[:keys.index(k)]):
             keys.remove(k)
             del shown[k]
-    methods = [str(row.canonical["method"]) for row in rows]
+    methods = [base_method(str(row.canonical["method"])) for row in rows]  # baselines: with LoRA's r, alpha
 
     def differs(k: str) -> bool:
         # a method's own hyperparameter (r, reduction_factor, ...) only against rows of that method
@@ -374,6 +377,11 @@ def _notes(table: Table, layout: Layout) -> list[str]:
     if layout.rank:
         notes.append("Rank: measured rank of ΔW (LoRA layers), mean over layers and runs; — for methods "
                      "without a LoRA update.")
+        if any(is_baseline(str(row.canonical["method"])) for row in table.rows.values()):
+            notes.append("PEFT-library baselines (huggingface/peft): Rank is that of the ΔW PEFT computes "
+                         "(DoRA: B A, before its magnitude rescale; LoHa: up to r²; AdaLoRA: the ranks left "
+                         "after pruning), and Params % counts VeRA's trained vectors only and AdaLoRA's "
+                         "budget after pruning.")
     if layout.avg == "columns":
         notes.append(f"Avg: mean of the {len(layout.columns)} numbers of the row (the paper's convention: "
                      "MRPC, QQP and STS-B count twice), shown only when every one has a value; "

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
-from tasks import identity
+from tasks import baselines, identity
 from tasks.config_schema import register  # noqa: F401  (re-exported: run.py, tests)
 from tasks.schema import VTAB_PROTOCOLS
 
@@ -69,7 +69,7 @@ class RunSpec:
     seed: int
     mask_seed: int
     hparams: dict[str, Any]
-    capaboost_config: dict[str, Any]
+    capaboost_config: dict[str, Any]      # the PEFT module's settings (a baseline: tasks.baselines.settings)
     config: dict[str, Any]
     run_dir: str
     force: bool
@@ -113,7 +113,7 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     model, peft, task, trainer, data, logger = (c[k] for k in ("model", "peft", "task", "trainer", "data",
                                                                 "logger"))
     _choice("mask", c["mask"], MASKS)            # the rest of the method's values: CapaBoostConfig
-    _choice("peft.method", peft["method"], METHODS)
+    _choice("peft.method", peft["method"], METHODS + tuple(baselines.BASELINES))
     _choice("task.family", task["family"], tuple(PROTOCOLS))
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
     _choice("task.report", task["report"], REPORT_RULES[task["family"]])
@@ -162,7 +162,7 @@ def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any])
                           f"{backbone} encoder")
     method = peft["method"]  # which methods a backbone takes: capaboost's own table (torch-free import)
     supported = BACKBONES[backbone].methods if backbone in BACKBONES else ()
-    if method not in supported:
+    if baselines.base_method(method) not in supported:  # a baseline goes where LoRA goes
         raise ConfigError(f"peft={peft['name']}: method {method!r} is not supported on model={model['name']} "
                           f"(backbone {backbone}); supported: {', '.join(supported)}")
     return modality, backbone
@@ -268,10 +268,21 @@ def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
     return hparams
 
 
+def _baseline_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
+    """A PEFT-library baseline's settings (tasks/baselines.py), in the place CapaBoost's take."""
+    try:
+        return baselines.settings(c["peft"], hparams, c["mask_seed"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _capaboost_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """The method's settings, checked by the method's own CapaBoostConfig (one set of rules); vanilla
     PEFT is one dense branch whatever the top level says."""
     peft = c["peft"]
+    if peft["options"]:
+        raise ConfigError(f"peft.options={peft['options']} applies to the PEFT-library baselines "
+                          f"({', '.join(baselines.BASELINES)}) only")
     d, density, mask = (c["d"], c["density"], c["mask"]) if peft["capaboost"] else (1, 1.0, "random")
     cb = {"method": peft["method"], "d": d, "density": density, "mask": mask, "mask_seed": c["mask_seed"],
           "r": hparams["r"], "alpha": hparams["alpha"], "dropout": peft["dropout"], "init": peft["init"],
@@ -300,8 +311,9 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     modality, backbone = _backbone(model, peft, task)
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
-    hparams = _hparams(c, peft["method"])
-    cb = _capaboost_config(c, hparams)
+    hparams = _hparams(c, baselines.base_method(peft["method"]))
+    baseline = baselines.is_baseline(peft["method"])
+    cb = _baseline_config(c, hparams) if baseline else _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]
     ident = identity.identity(c, peft["name"], cb, hparams, _FROM_RECIPE)
     run_dir = identity.run_dir(c["runs_root"], ident, c["seed"])

@@ -3,6 +3,7 @@ at compose time, and the YAML files under conf/ hold only what differs from thes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -28,7 +29,7 @@ class ModelConf:
 @dataclass
 class PeftConf:
     name: str = MISSING
-    method: str = MISSING                 # lora | padapter | prefix
+    method: str = MISSING                 # lora | padapter | prefix | a baseline (tasks/baselines.py)
     capaboost: bool = True                # False: vanilla, d=1 and density=1 whatever the top level says
     r: int | None = None                  # None: the recipe's value
     alpha: float | None = None
@@ -39,6 +40,7 @@ class PeftConf:
     init: str = CapaBoostConfig.init      # peft | official (LoRA A init)
     target_modules: list[str] | None = None
     modules_to_save: list[str] | None = None  # None: the backbone's task heads (capaboost.backbones)
+    options: dict[str, Any] = field(default_factory=dict)  # baselines only: more PEFT config arguments
 
 
 @dataclass

@@ -22,6 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 
 import capaboost
 from tasks import (
+    baselines,
     clipping,
     datacheck,
     device,
@@ -97,13 +98,24 @@ def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_meta
 
 
 def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
-    """(model with PEFT, the module capaboost.apply returned: what capaboost.save/count see)."""
-    cfg = capaboost.CapaBoostConfig(**spec.capaboost_config)
+    """(model with PEFT, the module capaboost.apply or peft.get_peft_model returned: what save/count see)."""
+    if baselines.is_baseline(spec.method):
+        def attach(m: nn.Module) -> nn.Module:
+            return baselines.attach(m, spec.capaboost_config)
+    else:
+        def attach(m: nn.Module) -> nn.Module:
+            return capaboost.apply(m, capaboost.CapaBoostConfig(**spec.capaboost_config))
     if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the backbone is detected on the timm model
-        model.vit = capaboost.apply(model.vit, cfg)
+        model.vit = attach(model.vit)
         return model, model.vit
-    peft_root = capaboost.apply(model, cfg)  # prefix returns PEFT's wrapper: always use the return value
+    peft_root = attach(model)  # prefix and the baselines return PEFT's wrapper: always use the return value
     return peft_root, peft_root
+
+
+def count_parameters(model: nn.Module, spec: RunSpec) -> dict[str, int]:
+    """capaboost.count_parameters, or its twin for PEFT-library baselines (tasks.baselines)."""
+    count = baselines.count_parameters if baselines.is_baseline(spec.method) else capaboost.count_parameters
+    return count(model)
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -194,9 +206,11 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
                               spec.config["trainer"]["gradient_checkpointing"], frozen=job.frozen_dtype)
-    params = capaboost.count_parameters(model)
+    params = count_parameters(model, spec)
     digest = distributed.check_masks(peft_root, info)
     wrapped = TrainerModel(model)
+    baseline = baselines.is_baseline(spec.method)
+    schedule = baselines.adalora_callback(model, spec.capaboost_config["options"]) if baseline else None
 
     args = training_args(spec, run_dir, job, info, placement)
     use_wandb = spec.config["logger"]["name"] == "wandb" and info.is_main
@@ -211,6 +225,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     lines = [progress.ProgressLines(tr["progress_every_s"])] if tr["progress"] and not progress.bars() else []
     trainer = Trainer(model=wrapped, args=args, train_dataset=job.train, data_collator=job.collator,
                       callbacks=[epochs, *steps, complete, preemption, divergence.Divergence(), *lines,
+                                 *filter(None, [schedule]),
                                  *callbacks])
     if lines:
         trainer.remove_callback(PrinterCallback)  # raw log dicts: the progress lines say it readably
@@ -224,6 +239,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
     if not history and diverged is None:
         raise RuntimeError("training finished without a single evaluation round")
+    if baseline:  # AdaLoRA's budget is known after pruning
+        params = count_parameters(model, spec)
     result = {
         "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
         "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
@@ -252,11 +269,14 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         "best_epoch": evaluation.epoch_number(history[best_i]),
         "selection": {"metric": job.selection_metric, "value": scores[best_i], "split": "select",
                       "rule": rule},
-        "rank": capaboost.analysis.rank_summary(model)})
+        "rank": (baselines.rank_summary if baseline else capaboost.analysis.rank_summary)(model)})
     if info.is_main:
         if job.finish is not None:  # before result.json: a kill in between re-runs the whole run
             job.finish(result, run_dir)
-        capaboost.save(peft_root, run_dir / WEIGHTS)
+        if baseline:
+            baselines.save(peft_root, run_dir / baselines.WEIGHTS_DIR)
+        else:
+            capaboost.save(peft_root, run_dir / WEIGHTS)
         if wandb_run is not None:  # before result.json: a kill in between re-runs this, W&B included
             wandb_run.summary.update({f"best/{k}": v for k, v in result["best"].items()}
                                      | {f"final/{k}": v for k, v in result["metrics"].items()}
