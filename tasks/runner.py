@@ -108,7 +108,6 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         logging_strategy="steps", logging_steps=tr["logging_steps"],
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
-        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: tasks.divergence stops the run there
         disable_tqdm=not tr["progress"], dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))
