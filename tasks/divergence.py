@@ -1,12 +1,11 @@
-"""A run whose loss or evaluation metric stops being finite has diverged: it stops there, and its result
-says so.
+"""A run whose weights or evaluation metrics stop being finite has diverged: it stops there, and its
+result says so.
 
 A diverged run is a finished run, not a failed one: the same config and seed diverge the same way again,
 so a rerun that resumed (from a checkpoint that may already hold NaN weights) or restarted would loop.
 It writes ``result.json`` with ``status: diverged`` (no metrics, no rank: NaN weights have none) and
 where it diverged; ``make tables`` lists it among the runs that did not complete, a rerun of the same
-command is a no-op, and ``force=true`` starts it over. The Trainer's own NaN filter is turned off for the
-logged loss (tasks.runner), so a NaN step shows as NaN instead of the window's mean of the other steps.
+command is a no-op, and ``force=true`` starts it over.
 """
 from __future__ import annotations
 
@@ -15,13 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-# The logged values whose non-finite value means the weights diverged. The gradient norm is left out:
-# under fp16 loss scaling an infinite norm is a skipped step, not a divergence.
-TRAIN_KEYS = ("loss", "train_loss")
-
 
 class Diverged(Exception):
-    """Raised from the Trainer's log call at the first non-finite loss or metric (before any save)."""
+    """Raised from the Trainer's log call at the first non-finite weight or metric (before any save)."""
 
     def __init__(self, step: int, epoch: float | None, key: str, value: float) -> None:
         where = f" (epoch {epoch:.2f})" if epoch is not None else ""
@@ -34,14 +29,29 @@ class Diverged(Exception):
 
 
 class Divergence(TrainerCallback):
-    """Checks every logged training loss and every evaluation metric (``eval_*``) for NaN and infinity."""
+    """At every log call: the evaluation metrics (``eval_*``), and at a training log the trainable
+    weights, must be finite.
+
+    The weights, not the logged training loss: the Trainer averages NaN losses away in its log (its
+    ``logging_nan_inf_filter``, kept on because under fp16 an infinite loss is a step the loss scaler
+    skips, not a divergence), while a non-finite weight is one in any precision (a skipped step
+    changes none). The trainable tensors are the PEFT weights and the head: checking them is cheap.
+    """
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
-        for key, value in (logs or {}).items():
-            watched = key in TRAIN_KEYS or key.startswith("eval_")
-            if watched and isinstance(value, int | float) and not math.isfinite(value):
+        logs = logs or {}
+        for key, value in logs.items():
+            if key.startswith("eval_") and isinstance(value, int | float) and not math.isfinite(value):
                 raise Diverged(state.global_step, state.epoch, key, value)
+        model = kwargs.get("model")
+        if model is None or any(key.startswith("eval_") for key in logs):
+            return
+        import torch
+
+        for name, p in model.named_parameters():
+            if p.requires_grad and not bool(torch.isfinite(p).all()):
+                raise Diverged(state.global_step, state.epoch, f"weight {name}", math.nan)
 
 
 def finite_or_none(value: Any) -> Any:

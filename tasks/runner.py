@@ -138,7 +138,6 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         report_to=["wandb"] if spec.config["logger"]["name"] == "wandb" else "none", run_name=run_name(spec),
         seed=spec.seed, data_seed=spec.seed, remove_unused_columns=False, label_names=job.label_names,
         train_sampling_strategy=job.train_sampling,
-        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: tasks.divergence stops the run there
         disable_tqdm=not (tr["progress"] and progress.bars()), dataloader_num_workers=tr["num_workers"],
         use_cpu=placement.device == "cpu", dataloader_pin_memory=placement.device == "cuda",
         **distributed.trainer_overrides(info))

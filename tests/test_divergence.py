@@ -61,3 +61,16 @@ def test_non_finite_predictions_score_nan_not_zero():
     nan = glue_metrics("stsb", np.array([0.1, math.nan, 2.0, 2.5]), gold)
     assert math.isnan(nan["pearson"]) and math.isnan(nan["spearman"])
     assert glue_metrics("stsb", np.full(4, 2.0), gold) == {"pearson": 0.0, "spearman": 0.0}
+
+
+def test_divergence_inside_an_epoch_is_caught_at_the_next_training_log(tmp_path):
+    """The logged training loss hides NaN steps (the Trainer averages them away); the weights do not."""
+    from runs import run
+
+    result = run([*OVER, "trainer.epochs=1", "trainer.logging_steps=1"], tmp_path)
+    where = result["diverged"]
+    assert result["status"] == "diverged" and where["key"].startswith("weight ") and where["value"] == "nan"
+    assert 1 < where["step"] < 16   # within the epoch, before its evaluation
+    run_dir = Path(result["run_dir"])
+    assert strict((run_dir / "result.json").read_text())["diverged"] == where
+    assert result["history"] == [] and result["epochs_evaluated"] == 0
