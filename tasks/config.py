@@ -234,6 +234,12 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     modality, backbone = _backbone(model, peft, task)
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
+    if task["family"] == "math" and c["data"]["source"] == "path":
+        from tasks.math_protocol import local_problem
+
+        problem = local_problem(c["data"]["path"])
+        if problem:
+            raise ConfigError(problem)
     hparams = _hparams(c, peft["method"])
     cb = _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]

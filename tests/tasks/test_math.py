@@ -84,6 +84,20 @@ def test_length_filter_and_validation_sample_on_the_fixture():
     assert raw["report"]["query"] == gsm8k["test"]["question"]  # the whole test split
 
 
+def test_local_copies_load_as_the_hub_shapes_them(tmp_path):
+    from tasks import fixtures
+    from tasks.config import ConfigError
+    from tasks.data import load_math
+    from tests.runs import spec_for
+
+    fixtures.metamathqa_raw().save_to_disk(str(tmp_path / "metamathqa"))
+    with pytest.raises(ConfigError, match="lacks a save_to_disk DatasetDict for gsm8k"):
+        spec_for(["task=math/gsm8k", "model=tiny-llama", f"data.path={tmp_path}"], tmp_path, tiny=False)
+    fixtures.gsm8k_raw().save_to_disk(str(tmp_path / "GSM8K"))
+    local, fixture = load_math(tmp_path), load_math("fixture")
+    assert {k: local[k][:] for k in local} == {k: fixture[k][:] for k in fixture}
+
+
 def test_prompt_and_generation_length():
     assert mp.prompt("What is 2 + 2?") == "Question: What is 2 + 2? Think step by step.\nAnswer:"
     assert mp.generation_max_length(40) == 340
