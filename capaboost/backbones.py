@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 ALL_METHODS = ("lora", "padapter", "prefix")
 NO_PREFIX = ("lora", "padapter")  # no past-key-value route in transformers/PEFT for prefix tuning
 # Decoders: LoRA only. Their FFNs are gated, pre-norm MLPs with no BERT-style output block for the
-# Pfeiffer adapter, and CapaBoost-prefix builds on PEFT's encoder prefix route (capaboost/prefix.py).
+# Pfeiffer adapter, and CapaBoost-prefix (capaboost/prefix.py) is written for the encoders' key/value
+# layout and positions (decoders keep grouped-query caches and number positions after the prefix).
 LORA_ONLY = ("lora",)
 
 

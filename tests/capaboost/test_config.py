@@ -170,4 +170,7 @@ def test_backbone_methods() -> None:
     from capaboost.backbones import BACKBONES
 
     assert {k for k, v in BACKBONES.items() if "prefix" in v.methods} == {"bert", "roberta", "xlm-roberta"}
-    assert all({"lora", "padapter"} <= set(v.methods) for v in BACKBONES.values())
+    assert all({"lora", "padapter"} <= set(v.methods) for v in BACKBONES.values() if not v.decoder)
+    decoders = {k for k, v in BACKBONES.items() if v.decoder}  # LoRA only (README, Decoder backbones)
+    assert decoders == {"llama", "qwen2", "mistral", "gpt2"}
+    assert all(BACKBONES[k].methods == ("lora",) for k in decoders)
