@@ -211,3 +211,12 @@ def test_sweep_arms_count_on_llama_3_2_3b_built_from_its_config_facts(tmp_path):
     assert counts["lora_r32"] == 9_175_040
     assert abs(counts["capaboost_r43_d2"] / 9_175_040 - 1) < 0.01
     assert counts["capaboost_r43_d2"] == 9_248_150  # the figure the sweep file and README quote
+
+
+def test_peft_rows_keep_rounds_from_before_a_restart():
+    from tasks.math import _rows
+
+    history = [{"step": 250, "select": {"accuracy": 0.3}},
+               {"step": 500, "select": {"accuracy": 0.4}, "report": {"accuracy": 0.45}}]
+    live = [{"step": 500, "valid accuracy": 0.4, "eval time": 1.0}, {"step": 500, "test accuracy": 0.45}]
+    assert _rows(history, live) == [{"step": 250, "valid accuracy": 0.3}, *live]
