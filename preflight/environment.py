@@ -61,6 +61,8 @@ def _local_problem(family: str, dataset: str, protocol: str, path: str) -> str |
             data.load_glue(dataset, path, protocol)
         elif family == "squad":
             data.load_squad(dataset, path)
+        elif family == "math":
+            data.load_math(path)
         else:
             data.load_vtab(dataset, path, protocol)
     except (ValueError, OSError) as error:

@@ -311,6 +311,12 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     modality, backbone = _backbone(model, peft, task)
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
+    if task["family"] == "math" and c["data"]["source"] == "path":
+        from tasks.math_protocol import local_problem
+
+        problem = local_problem(c["data"]["path"])
+        if problem:
+            raise ConfigError(problem)
     hparams = _hparams(c, baselines.base_method(peft["method"]))
     baseline = baselines.is_baseline(peft["method"])
     cb = _baseline_config(c, hparams) if baseline else _capaboost_config(c, hparams)

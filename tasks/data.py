@@ -219,16 +219,13 @@ def load_squad(version: str, source: str | Path = "hub", seed: int = 42,
 
 # --- MetaMathQA -> GSM8K (PEFT's decoder benchmark, tasks/math_protocol.py) ---------------------------
 
-MATH_LOCAL = {"metamathqa": ("metamathqa", "MetaMathQA"), "gsm8k": ("gsm8k", "GSM8K")}
-
-
 def _math_local(root: Path, name: str) -> datasets.DatasetDict:
-    for folder in MATH_LOCAL[name]:
+    from tasks.math_protocol import LOCAL_FOLDERS, local_problem
+
+    for folder in LOCAL_FOLDERS[name]:
         if _is_saved_dict(root / folder):
             return datasets.load_from_disk(str(root / folder))
-    raise ValueError(f"source: {root} lacks a save_to_disk DatasetDict for {name} (looked in "
-                     f"{' and '.join(f + '/' for f in MATH_LOCAL[name])}); make one with "
-                     f"datasets.load_dataset(...).save_to_disk('{root}/{MATH_LOCAL[name][0]}')")
+    raise ValueError(local_problem(str(root)))
 
 
 def load_math(source: str | Path = "hub", train_limit: int | None = None) -> datasets.DatasetDict:

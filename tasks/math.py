@@ -175,7 +175,8 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
 
     def finish(result: dict[str, Any], run_dir: Path) -> None:
         peak = torch.cuda.max_memory_reserved() if evaluator.reserved else None
-        record = peft_format.from_run(result, rows=evaluator.rows, train_time=evaluator.train_time,
+        record = peft_format.from_run(result, rows=_rows(result["history"], evaluator.rows),
+                                      train_time=evaluator.train_time,
                                       reserved=evaluator.reserved, peak_reserved=peak,
                                       file_size=_adapter_bytes(model))
         peft_format.write(record, run_dir / peft_format.RUN_FILE)
@@ -188,6 +189,16 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
                select_score=lambda m: m["accuracy"], selection_metric="accuracy",
                evaluator=evaluator, train_sampling="random" if shuffle else "sequential", finish=finish,
                frozen_dtype=mp.frozen_dtype(spec.config["model"]))
+
+
+def _rows(history: list[dict[str, Any]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PEFT's metrics rows: this process's, plus the rounds a resumed run evaluated before its restart
+    (from the history; their loss and timing were not kept)."""
+    seen = {(r["step"], "test accuracy" in r) for r in live}
+    restored = [{"step": h["step"], label: h[split]["accuracy"]} for h in history
+                for split, label in (("select", "valid accuracy"), ("report", "test accuracy"))
+                if split in h and (h["step"], split == "report") not in seen]
+    return sorted(restored + live, key=lambda r: (r["step"], "test accuracy" in r))
 
 
 def _adapter_bytes(model: torch.nn.Module) -> int:

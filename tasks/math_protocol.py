@@ -21,6 +21,20 @@ METAMATHQA_HUB_ID = "meta-math/MetaMathQA"          # data.py:61, split "train"
 GSM8K_HUB_ID, GSM8K_CONFIG = "openai/gsm8k", "main"  # data.py:65; valid from "train", test = "test" (:67-77)
 METAMATHQA_COLUMNS = ("query", "response", "type")   # the hub's columns we read (also original_question)
 GSM8K_COLUMNS = ("question", "answer")               # answer ends in "#### <n>"
+# data.path=<dir>: save_to_disk copies of both datasets in one of these sub-folders each
+LOCAL_FOLDERS = {"metamathqa": ("metamathqa", "MetaMathQA"), "gsm8k": ("gsm8k", "GSM8K")}
+
+
+def local_problem(root: str) -> str | None:
+    """None, or why ``root`` is not a data.path for this task (checked before anything heavy)."""
+    from pathlib import Path
+
+    for name, folders in LOCAL_FOLDERS.items():
+        if not any((Path(root) / f / "dataset_dict.json").is_file() for f in folders):
+            return (f"data.path={root!r} lacks a save_to_disk DatasetDict for {name} (looked in "
+                    f"{' and '.join(f + '/' for f in folders)}); make one with datasets.load_dataset(...)"
+                    f".save_to_disk('{root}/{folders[0]}')")
+    return None
 
 
 @dataclass(frozen=True)

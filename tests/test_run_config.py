@@ -46,10 +46,12 @@ def test_every_model_composes_with_its_modality(tmp_path):
 
 def test_every_task_composes(tmp_path):
     for task in options("task"):
-        model, data = ("vit-b16", "fixture") if task.startswith("vtab/") else ("roberta-base", "hub")
+        model, data = {"vtab": ("vit-b16", "fixture"), "math": ("llama-3.2-3b", "hub")}.get(
+            task.split("/")[0], ("roberta-base", "hub"))
         spec = spec_for([f"model={model}", f"task={task}", f"data={data}"], tmp_path, tiny=False)
         assert spec.task == task and spec.family == task.split("/")[0]
-        assert spec.protocol == {"glue": "split", "squad": "dev", "vtab": "final"}[spec.family]
+        assert spec.protocol == {"glue": "split", "squad": "dev", "vtab": "final",
+                                 "math": "peft_metamathqa"}[spec.family]
 
 
 def test_roberta_base_recipe_is_the_papers(tmp_path):

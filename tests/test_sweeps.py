@@ -16,7 +16,8 @@ from tasks.sweeps import CONF, available, compose_runs, distinct_runs, expand, p
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}
 SEEDS = {42, 43, 44}  # the paper's; the demo runs 5 seeds and tunes its learning rates on one
-DEMO_SEEDS = {"demo": {42, 43, 44, 45, 46}, "demo_tune": {42, 43, 47, 48}}
+DEMO_SEEDS = {"demo": {42, 43, 44, 45, 46}, "demo_tune": {42, 43, 47, 48},
+              "peft_bench": {0}}  # PEFT's benchmark: its one published seed
 ALL_PEFT = {"lora", "padapter", "prefix", "capaboost_lora", "capaboost_padapter", "capaboost_prefix"}
 # Runs per sweep, multiplied out by hand from the paper's grids (tasks x methods x grid x seeds).
 EXPECTED = {
@@ -29,6 +30,7 @@ EXPECTED = {
     "fig4_r_by_d": 4 * 4 * 4 * 3,        # small tasks x (LoRA, d=2, 3, 4) x r in {2, 4, 8, 16} x seeds
     "demo": 4 * 5,                       # arms x seeds (one task)
     "demo_tune": 4 * 5 * 4,              # arms x learning rates x seeds 42, 43, 47, 48
+    "peft_bench": 3,                     # LoRA r32, CapaBoost r43 d2, CapaBoost r32 d2 x seed 0
 }
 OURS = sorted(k for k in EXPECTED if not k.startswith("demo"))
 

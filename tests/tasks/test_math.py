@@ -84,6 +84,20 @@ def test_length_filter_and_validation_sample_on_the_fixture():
     assert raw["report"]["query"] == gsm8k["test"]["question"]  # the whole test split
 
 
+def test_local_copies_load_as_the_hub_shapes_them(tmp_path):
+    from tasks import fixtures
+    from tasks.config import ConfigError
+    from tasks.data import load_math
+    from tests.runs import spec_for
+
+    fixtures.metamathqa_raw().save_to_disk(str(tmp_path / "metamathqa"))
+    with pytest.raises(ConfigError, match="lacks a save_to_disk DatasetDict for gsm8k"):
+        spec_for(["task=math/gsm8k", "model=tiny-llama", f"data.path={tmp_path}"], tmp_path, tiny=False)
+    fixtures.gsm8k_raw().save_to_disk(str(tmp_path / "GSM8K"))
+    local, fixture = load_math(tmp_path), load_math("fixture")
+    assert {k: local[k][:] for k in local} == {k: fixture[k][:] for k in fixture}
+
+
 def test_prompt_and_generation_length():
     assert mp.prompt("What is 2 + 2?") == "Question: What is 2 + 2? Think step by step.\nAnswer:"
     assert mp.generation_max_length(40) == 340
@@ -197,3 +211,12 @@ def test_sweep_arms_count_on_llama_3_2_3b_built_from_its_config_facts(tmp_path):
     assert counts["lora_r32"] == 9_175_040
     assert abs(counts["capaboost_r43_d2"] / 9_175_040 - 1) < 0.01
     assert counts["capaboost_r43_d2"] == 9_248_150  # the figure the sweep file and README quote
+
+
+def test_peft_rows_keep_rounds_from_before_a_restart():
+    from tasks.math import _rows
+
+    history = [{"step": 250, "select": {"accuracy": 0.3}},
+               {"step": 500, "select": {"accuracy": 0.4}, "report": {"accuracy": 0.45}}]
+    live = [{"step": 500, "valid accuracy": 0.4, "eval time": 1.0}, {"step": 500, "test accuracy": 0.45}]
+    assert _rows(history, live) == [{"step": 250, "valid accuracy": 0.3}, *live]
