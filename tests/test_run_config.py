@@ -18,7 +18,8 @@ def test_groups_offer_the_contract_options():
     assert set(options("model")) >= {"roberta-base", "roberta-large", "deberta-v3-base", "vit-b16", "tiny",
                                       "tiny-vit", "minilm"}
     assert options("peft") == sorted(["lora", "padapter", "prefix", "capaboost_lora", "capaboost_padapter",
-                                      "capaboost_prefix", "dora", "rslora", "pissa", "vera", "loha", "adalora"])
+                                      "capaboost_prefix", "dora", "rslora", "pissa", "vera", "loha",
+                                      "adalora"])
     assert set(options("logger")) == {"wandb", "wandb_online", "none"}
     assert set(options("data")) == {"hub", "fixture"}
 
