@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}
 SEEDS = {42, 43, 44}  # the paper's; the demo runs 5 seeds and tunes its learning rates on one
 DEMO_SEEDS = {"demo": {42, 43, 44, 45, 46}, "demo_tune": {42, 43, 47, 48},
+              "demo_official_vs_ours": {42, 43, 44, 45, 46},
               "peft_bench": {0}}  # PEFT's benchmark: its one published seed
 ALL_PEFT = {"lora", "padapter", "prefix", "capaboost_lora", "capaboost_padapter", "capaboost_prefix"}
 # Runs per sweep, multiplied out by hand from the paper's grids (tasks x methods x grid x seeds).
