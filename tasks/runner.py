@@ -36,7 +36,7 @@ from tasks import (
     runlock,
 )
 from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
-from tasks.config import RunSpec
+from tasks.config import ConfigError, RunSpec
 from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
 from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
@@ -149,7 +149,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     Idempotent: a finished run dir is a no-op unless ``force`` (once per launch: tasks.finished); a run
     dir with checkpoints resumes; a torn result.json is set aside. One trainer per run dir (a lock): a
     sweep that finds its run held leaves its name for the holder (``RunShared``). Signals save a
-    checkpoint and exit (tasks.lifecycle). A failure before training leaves status.json saying why.
+    checkpoint and exit (tasks.lifecycle). A failure before training (not a config error) leaves
+    status.json saying why.
     """
     start = time.time()
     run_dir = Path(spec.run_dir)
@@ -163,7 +164,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         info = distributed.setup(cuda=placement.device == "cuda")
         distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     except Exception as error:
-        lifecycle.record_failure(run_dir, error)
+        if not isinstance(error, ConfigError):  # a config error is one line, exit 2, nothing written
+            lifecycle.record_failure(run_dir, error)
         raise
     raw = datacheck.load(spec)  # DataError (one line) before the run directory exists
     try:

@@ -1,6 +1,6 @@
 """`make status`: every run of a sweep as done / running / dead / failed / missing, planted for real on a
 tiny five-seed slice of a paper sweep (a finished run, a live holder, a run SIGKILLed mid-training, a run
-that failed before training, one never launched), and a relaunch command that Hydra's own expansion
+that failed (out of memory), one never launched), and a relaunch command that Hydra's own expansion
 turns into exactly the runs that need it."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from runs import ROOT, TINY
 from test_faults import ENV
 from test_lifecycle_faults import hold
+from transformers import TrainerCallback
 
 SWEEP = "fig3_masks"
 SLICE = [*TINY, "task=glue/cola", "mask=random", "density=0.5", "seed=42,43,44,45,46"]
@@ -57,10 +58,12 @@ def test_status_of_a_sweep_and_its_relaunch_command(tmp_path):
     assert killed.returncode == -9, killed.stderr[-2000:]
     dead_dir = Path(specs["seed=44"].run_dir)
     assert json.loads((dead_dir / "status.json").read_text())["status"] == "running"  # what it left
-    failed = dataclasses.replace(specs["seed=45"], config={**specs["seed=45"].config, "trainer": {
-        **specs["seed=45"].config["trainer"], "device": "cuda"}})
-    with pytest.raises(Exception, match="CUDA"):
-        execute(failed)
+    class OutOfMemory(TrainerCallback):   # what a GPU out-of-memory error looks like to the runner
+        def on_step_begin(self, args, state, control, **kwargs):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        execute(specs["seed=45"], callbacks=(OutOfMemory(),))
     holder = hold(Path(specs["seed=43"].run_dir))
     try:
         lines = status([*SLICE, "trainer.epochs=2"], tmp_path)
@@ -79,7 +82,7 @@ def test_status_of_a_sweep_and_its_relaunch_command(tmp_path):
     assert f"pid {holder.pid}" in detail["running"]
     assert "its lock is stale" in detail["dead"] and "no longer exists" in detail["dead"]  # the SIGKILL
     assert "last checkpoint at step 2" in detail["dead"]
-    assert detail["failed"].startswith("DeviceError") and "CUDA" in detail["failed"]
+    assert detail["failed"].startswith("RuntimeError: CUDA out of memory")
     assert "not yet in fig3_masks's tables" in text    # seed 42 was finished by another sweep
     command = lines[-1].split()
     assert command[:4] == ["python", "run.py", "-m", f"sweep={SWEEP}"]
