@@ -29,9 +29,12 @@ RUN = [*TINY, "task=glue/rte", "trainer.device=cpu"]
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray with 2 CPUs and 2 declared GPUs, shared by the module's drivers (its address)."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+    for s, handler in handlers.items():   # ray.init's SIGTERM handler would outlive this module
+        signal.signal(s, handler)
 
 
 def launch(cluster: str, sweep_dir: Path, *overrides: str, wait: bool = True):
