@@ -156,8 +156,8 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
     force = spec.force and not finished.forced_by_this_launch(run_dir)
-    if not force and finished.read(result_path) is not None:
-        print(f"already completed: {result_path} (force=true re-runs it)")
+    if not force and (done := finished.read(result_path)) is not None:
+        print(f"already {done.get('status', 'completed')}: {result_path} (force=true re-runs it)")
         return finished.reuse(result_path, spec.sweep)
     try:
         placement = device.place(spec.config["trainer"])  # DeviceError (one line)
