@@ -31,7 +31,7 @@ EXPECTED = {
     "fig4_r_by_d": 4 * 4 * 4 * 3,        # small tasks x (LoRA, d=2, 3, 4) x r in {2, 4, 8, 16} x seeds
     "demo": 4 * 5,                       # arms x seeds (one task)
     "demo_tune": 4 * 5 * 4,              # arms x learning rates x seeds 42, 43, 47, 48
-    "peft_bench": 3,                     # LoRA r32, CapaBoost r43 d2, CapaBoost r32 d2 x seed 0
+    "peft_bench": 3 + 5,                 # LoRA r32, CapaBoost r43/r32 d2 + DoRA, rsLoRA, VeRA, LoHa, AdaLoRA
 }
 OURS = sorted(k for k in EXPECTED if not k.startswith("demo"))
 

@@ -220,3 +220,42 @@ def test_peft_rows_keep_rounds_from_before_a_restart():
                {"step": 500, "select": {"accuracy": 0.4}, "report": {"accuracy": 0.45}}]
     live = [{"step": 500, "valid accuracy": 0.4, "eval time": 1.0}, {"step": 500, "test accuracy": 0.45}]
     assert _rows(history, live) == [{"step": 250, "valid accuracy": 0.3}, *live]
+
+
+BASELINE_ARMS = {"dora": "lora--llama-3.2-3B-rank32-dora", "rslora": "lora--llama-3.2-3B-rank64-rslora",
+                 "vera": "vera--llama-3.2-3B-default", "loha": "loha--llama-3.2-3B-rank32",
+                 "adalora": "adalora--llama-3.2-3B-rank32"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", sorted(BASELINE_ARMS))
+def test_baseline_arm_is_peft_published_row(arm, tmp_path):
+    """Each PEFT-library arm of sweeps/peft_bench builds, on Llama-3.2-3B from its config facts, PEFT's
+    published row: the same trainable and total parameter counts, the same PEFT config field by field, the
+    same lr and weight decay (PEFT's result file, results/peft_bench/, is the oracle)."""
+    from preflight.build import build
+    from tasks.baselines import schedule_steps
+    from tests.runs import spec_for
+
+    published = json.loads((PUBLISHED / f"{BASELINE_ARMS[arm]}.json").read_text())
+    spec = spec_for(["task=math/gsm8k", "model=llama-3.2-3b", f"+sweep/peft_bench_arm={arm}"], tmp_path,
+                    tiny=False)
+    built = build(spec, "fp32")
+    assert built.counts["peft"] == published["train_info"]["num_trainable_params"]
+    assert built.counts["total"] == published["train_info"]["num_total_params"]
+    ours = built.model.peft_config["default"].to_dict()
+    theirs = published["run_info"]["peft_config"]
+    # not the method: versions, hub name, wrapper class; AdaLoRA's schedule is set at train begin (below)
+    # and its published rank_pattern is the pruning's outcome
+    skip = {"peft_version", "base_model_name_or_path", "task_type", "target_modules", "tinit", "tfinal",
+            "total_step", "rank_pattern"}
+    differ = {k: (ours[k], theirs[k]) for k in set(ours) & set(theirs) - skip if ours[k] != theirs[k]}
+    assert not differ
+    assert set(ours["target_modules"]) == set(theirs["target_modules"])
+    if arm == "adalora":
+        steps = spec.hparams["max_steps"]
+        assert (steps, *schedule_steps(spec.capaboost_config["options"], steps)) == (
+            theirs["total_step"], theirs["tinit"], theirs["tfinal"])
+    optimizer = published["run_info"]["train_config"]["optimizer_kwargs"]
+    assert spec.hparams["lr"] == optimizer["lr"]
+    assert spec.hparams["weight_decay"] == optimizer.get("weight_decay", 0.01)  # torch AdamW's default
