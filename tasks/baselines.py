@@ -79,8 +79,8 @@ def settings(peft: dict[str, Any], hparams: dict[str, Any], mask_seed: int) -> d
     if peft["capaboost"]:
         raise ValueError(f"peft.capaboost=true: peft.method={method} is a PEFT-library baseline; CapaBoost "
                          f"masks apply to lora, padapter and prefix")
-    if peft["init"] != "peft":
-        raise ValueError(f"peft.init={peft['init']!r} is CapaBoost-LoRA's A init; {method} has its own")
+    # peft.init is CapaBoost-LoRA's A init (the paper recipes set the authors' one); a baseline keeps
+    # PEFT's own init (peft.options.init_lora_weights where PEFT has one), so the key is not read here.
     options = dict(peft.get("options") or {})
     unknown = sorted(set(options) - set(b.options))
     if unknown:

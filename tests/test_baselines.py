@@ -81,11 +81,19 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
              ("peft=vera", "+peft.options.alpha=3"): "peft.options ['alpha'] not allowed for vera",
              ("peft=lora", "+peft.options.bias=all"): "applies to the PEFT-library baselines",
              ("peft=adalora", "peft.options.tfinal_ratio=0.95"): "tinit_ratio + tfinal_ratio",
-             ("peft=adalora", "peft.options.init_r=2"): "init_r=2 must be an integer >= peft.r=4",
-             ("peft=pissa", "peft.init=official"): "peft.init='official'"}
+             ("peft=adalora", "peft.options.init_r=2"): "init_r=2 must be an integer >= peft.r=4"}
     for overrides, message in cases.items():
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("+", r"\+")):
             spec_for(["task=glue/rte", *overrides], tmp_path)
+
+
+def test_a_baseline_on_a_paper_recipe_keeps_peft_init(tmp_path: Path) -> None:
+    """The paper recipes set CapaBoost-LoRA's A init to the authors' (peft.init=official); a baseline on
+    the same model and task composes, inherits the LoRA recipe's r and lr, and carries no init of ours."""
+    spec = spec_for(["task=glue/rte", "model=roberta-base", "peft=dora"], tmp_path)
+    assert spec.config["peft"]["init"] == "official" and "init" not in spec.capaboost_config
+    lora = spec_for(["task=glue/rte", "model=roberta-base", "peft=lora"], tmp_path)
+    assert (spec.hparams["r"], spec.hparams["lr"]) == (lora.hparams["r"], lora.hparams["lr"])
 
 
 def test_adalora_schedule_steps() -> None:
