@@ -69,7 +69,7 @@ def memory_rows(device: str, smoke: bool) -> list[dict[str, Any]]:
     for label, _, spec in specs(smoke):
         hp = spec.hparams
         micro, seq = hp["batch_size"] // hp["grad_accum"], hp["max_seq_length"]
-        built = planner._build(spec)
+        built = planner._build(spec, "bf16")
         trace = planner._trace(spec, built, micro, "bf16", 1)
         cfg = spec.config["model"]
         config = _text_config(cfg, num_outputs(spec))
