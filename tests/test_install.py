@@ -11,11 +11,13 @@ from runs import ROOT
 from tasks import device
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+# under `make test` a nested make prints "Entering directory" lines unless told not to
+MAKE_N = ["make", "--no-print-directory", "-n"]
 
 
 @pytest.mark.parametrize("build", sorted(device.TORCH_CUDA_BUILDS))
 def test_torch_cuda_switch_installs_the_same_pins_from_the_per_cuda_index(build):
-    out = subprocess.run(["make", "-n", "torch-cuda", f"TORCH_CUDA={build}"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([*MAKE_N, "torch-cuda", f"TORCH_CUDA={build}"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     pins = re.findall(r"^(torch(?:vision)?==\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
     assert len(pins) == 2
@@ -28,6 +30,6 @@ def test_torch_cuda_switch_installs_the_same_pins_from_the_per_cuda_index(build)
 
 
 def test_default_install_is_the_package_index_build():
-    out = subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([*MAKE_N, "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert ".venv/bin/pip install -q -r requirements.txt" in out and "--index-url" not in out
