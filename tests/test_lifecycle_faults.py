@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from runs import ROOT, run, spec_for
-from test_faults import ENV, OVER, StopAfterSave, ckpts
+from test_faults import ENV, OVER, StopAfterSave, ckpts, copy_run
 from test_resume import assert_same_run
 
 from tasks import runlock
@@ -42,12 +41,6 @@ def interrupted(tmp_path_factory) -> Path:
     with pytest.raises(Exception, match="4"):
         run(OVER, root, callbacks=(StopAfterSave(4),))
     return root
-
-
-def copy_run(source_root: Path, root: Path) -> Path:
-    src, dst = (Path(spec_for(OVER, r).run_dir) for r in (source_root, root))
-    shutil.copytree(src, dst)
-    return dst
 
 
 def stand_in_scontrol(tmp_path: Path, rc: int = 0) -> tuple[dict, Path]:
