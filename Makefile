@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # The CUDA build of torch: left empty, the package index's build (CUDA 13.0: NVIDIA driver >= 580).
 # make install TORCH_CUDA=cu128 (or cu126): the same torch/torchvision pins from PyTorch's per-CUDA wheel
 # index (driver >= 525.60.13, e.g. r535/r550/r570), then the rest of requirements.txt constrained to that
-# build; an existing .venv is switched in place. Minimum drivers: tasks/device.py (DRIVER_MINIMUM).
+# build; an existing .venv is switched in place. Minimum drivers: tasks/training/device.py (DRIVER_MINIMUM).
 TORCH_CUDA ?=
 TORCH_INDEX ?= https://download.pytorch.org/whl
 TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' requirements.txt)

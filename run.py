@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from tasks.config import ConfigError, register, resolve
+from tasks.config.runspec import ConfigError, register, resolve
 
 CONF = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "peft", "task", "trainer", "logger", "data", "sweep")
@@ -77,9 +77,9 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
-    from tasks.datacheck import DataError
-    from tasks.lifecycle import DiskFull, Unwritable
-    from tasks.runlock import RunLocked, RunShared
+    from tasks.cluster.lifecycle import DiskFull, Unwritable
+    from tasks.cluster.runlock import RunLocked, RunShared
+    from tasks.data.check import DataError
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 
     try:

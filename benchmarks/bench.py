@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks import measure  # noqa: E402
 from benchmarks import rows as R  # noqa: E402
-from capaboost.atomic import write_text  # noqa: E402
+from tasks.files import write_text  # noqa: E402
 
 DEFAULT_LAYERS = 2
 DEFAULT_THREADS = 1

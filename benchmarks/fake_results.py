@@ -2,7 +2,7 @@
 benchmark (benchmarks/tables_bench.py) and the README's example figures use.
 
 `identity=True` writes the fields the runner records today (`identity`, `identity_key` from
-tasks.identity, `sweeps`: [] for a run launched alone);
+tasks.config.identity, `sweeps`: [] for a run launched alone);
 `identity=False` writes a file as older runners did (tables must keep reading those).
 """
 from __future__ import annotations
@@ -62,8 +62,8 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
         out["rank"] = {"min": rank, "mean": rank, "max": rank, "bound": (d if capa else 1) * (r or 8)}
     if epochs:
         out["history"] = [{"epoch": e, "select": metrics, "report": metrics} for e in range(1, epochs + 1)]
-    if identity:  # what tasks.config.resolve records, through the same function
-        from tasks import identity as ident_lib
+    if identity:  # what tasks.config.runspec.resolve records, through the same function
+        from tasks.config import identity as ident_lib
 
         full = {**recipe(task)["lora"], **rec["padapter"], **rec["prefix"], **hparams}
         full.update(max_steps=None, precision="fp32", max_grad_norm=1.0, lr_scheduler="linear")

@@ -16,7 +16,7 @@ _WHERE = {
     "export_peft": "io", "LoRALinear": "lora", "MaskedBottleneck": "adapter", "PfeifferOutput": "adapter",
     "PfeifferMlp": "adapter", "mask_digest": "digest",
 }
-_MODULES = ("masks", "analysis", "backbones", "families", "atomic", "config")
+_MODULES = ("masks", "analysis", "backbones", "config")
 __all__ = [*_WHERE, "masks", "analysis", "backbones"]
 __version__ = "0.2.0"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from capaboost.atomic import write_text
+from tasks.files import write_text
 
 LEXICON = "AFINN-en-165.txt"
 SENTENCE2 = ""   # no second sentence: see the module docstring

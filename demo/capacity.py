@@ -22,7 +22,7 @@ from torch import nn
 
 import capaboost
 from capaboost.analysis import delta_rank, expected_fraction, rank_bound
-from capaboost.atomic import atomic_path, write_text
+from tasks.files import atomic_path, write_text
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks import sweeps as project_sweeps  # the project's sweep expansion: the one import of it
+from tasks.config import sweeps as project_sweeps  # the project's sweep expansion: the one import of it
 
 from . import afinn, capacity, tune
 

@@ -16,10 +16,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from capaboost.atomic import write_text
 from reporting.collect import load_runs
 from reporting.groups import lookup
-from tasks.sweeps import params_of
+from tasks.config.sweeps import params_of
+from tasks.files import write_text
 
 ARMS_DIR = Path(__file__).resolve().parents[1] / "sweeps" / "demo_arm"
 LR_LINE = re.compile(r"^trainer: \{lr: [^}]*\}", re.MULTILINE)

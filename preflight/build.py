@@ -66,7 +66,7 @@ def _put_real_masks(model: nn.Module, drawn: dict[int, tuple[torch.Tensor, torch
 
 
 def num_outputs(spec: Any) -> int:
-    from tasks.schema import GLUE, VTAB
+    from tasks.facts.tables import GLUE, VTAB
 
     if spec.family == "glue":
         return GLUE[spec.dataset].num_labels
@@ -80,7 +80,7 @@ def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
 
     kw = {"num_labels": labels}
     if model_cfg["kind"] == "tiny":  # the runner's own tiny architecture, at its full vocabulary
-        from tasks.models import SPECIALS, tiny_text_config
+        from tasks.training.models import SPECIALS, tiny_text_config
 
         ids = [SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>")]
         return tiny_text_config(model_cfg, model_cfg.get("vocab_size") or 2000, 4094, *ids, **kw)
@@ -89,7 +89,7 @@ def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
 
 
 def _image_model(model_cfg: dict[str, Any], classes: int) -> nn.Module:
-    from tasks.models import TimmClassifier, load_image
+    from tasks.training.models import TimmClassifier, load_image
 
     if model_cfg["kind"] == "tiny":
         return load_image(model_cfg, classes)[0]
@@ -136,7 +136,8 @@ def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[
 
 
 def build(spec: Any, precision: str = "fp32") -> Built:
-    """``spec`` (a tasks.config.RunSpec) -> its model with PEFT on fake tensors, and its parameter counts;
+    """``spec`` (a tasks.config.runspec.RunSpec) -> its model with PEFT on fake tensors, and its parameter
+    counts;
     weights in the dtypes and with the activation checkpointing the runner gives them at ``precision``."""
     from transformers import (
         AutoModelForCausalLM,
@@ -144,9 +145,9 @@ def build(spec: Any, precision: str = "fp32") -> Built:
         AutoModelForSequenceClassification,
     )
 
-    from tasks.math_protocol import frozen_dtype
-    from tasks.models import ready_for_training
-    from tasks.runner import attach_peft, count_parameters
+    from tasks.facts.math import frozen_dtype
+    from tasks.training.models import ready_for_training
+    from tasks.training.peft import attach_peft, count_parameters
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
     drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -164,7 +165,7 @@ def build(spec: Any, precision: str = "fp32") -> Built:
                            frozen=frozen)
     _put_real_masks(model, drawn)
     _adapter_always_applied(model)
-    numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.baselines' count
+    numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.training.baselines' count
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
     return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)

@@ -15,7 +15,7 @@ from typing import Any
 
 from preflight import facts
 from preflight.plan import Planner, RunCheck, Target
-from tasks.sweeps import sweep_names
+from tasks.config.sweeps import sweep_names
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def check_sweep(name: str, overrides: list[str], target: Target, echo: Any = None) -> list[RunCheck]:
     """Every run of ``name`` (as ``make sweep-list`` enumerates and composes them), checked."""
-    from tasks.sweeps import compose_runs
+    from tasks.config.sweeps import compose_runs
 
     planner = Planner(target)
     rows = []
@@ -46,7 +46,7 @@ def check_sweeps(names: list[str], overrides: list[str], target: Target
                  ) -> tuple[list[RunCheck], list[list[str]], int]:
     """Every distinct run of several sweeps, checked once: (rows, the sweeps that list each row, runs
     listed). A run that does not compose is a FAIL row with its one-line reason."""
-    from tasks.sweeps import distinct_runs
+    from tasks.config.sweeps import distinct_runs
 
     found = distinct_runs(names, overrides)
     planner = Planner(target)

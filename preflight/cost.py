@@ -1,10 +1,10 @@
 """Steps per run, examples evaluated, and GPU-hours from FLOPs: the arithmetic, in one place.
 
-Training examples follow the runner's protocols (tasks/data.py): under "split" the large GLUE tasks
+Training examples follow the runner's protocols (tasks/data/load.py): under "split" the large GLUE tasks
 hold 1,000 training examples out for selection; "dev" trains on the full train split; VTAB "final"
 trains on train800val200. Every split but train is evaluated at each ``task.eval_every``-th epoch end
 and after the last (GLUE/SQuAD: every epoch; VTAB: the last only), select skipped when it is the same data
-as report (tasks/evaluation.py). Sequences are counted at max_seq_length, the padded worst case.
+as report (tasks/training/evaluation.py). Sequences are counted at max_seq_length, the padded worst case.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from preflight import facts
 
 
 def train_examples(spec: Any) -> int:
-    from tasks.data import SELECT_HOLDOUT
-    from tasks.schema import GLUE_LARGE
+    from tasks.data.load import SELECT_HOLDOUT
+    from tasks.facts.tables import GLUE_LARGE
 
     sizes, limit = facts.load("datasets"), spec.config["data"]["train_limit"]
     if spec.family == "vtab":
@@ -31,8 +31,8 @@ def train_examples(spec: Any) -> int:
 
 def eval_examples(spec: Any) -> int:
     """Examples scored in one evaluation round (all evaluation splits of the run)."""
-    from tasks.data import SELECT_HOLDOUT
-    from tasks.schema import GLUE_LARGE
+    from tasks.data.load import SELECT_HOLDOUT
+    from tasks.facts.tables import GLUE_LARGE
 
     sizes, limit = facts.load("datasets"), spec.config["data"]["eval_limit"]
     if spec.family == "vtab":

@@ -45,14 +45,15 @@ def data_problem(spec: Any) -> str | None:
         if spec.family == "vtab" and not data["hub_id"]:
             return ("no data source: VTAB-1k has no canonical hub dataset; set data.path=<the vtab-1k "
                     "folder with <name>/train800val200.txt, test.txt, images> (or data.hub_id)")
-        return None  # GLUE / SQuAD hub ids are fixed in tasks/schema.py; downloads are not checked offline
+        # GLUE / SQuAD hub ids are fixed in tasks/facts/tables.py; downloads are not checked offline
+        return None
     return _local_problem(spec.family, spec.dataset, spec.protocol, str(data["path"]))
 
 
 @cache
 def _local_problem(family: str, dataset: str, protocol: str, path: str) -> str | None:
     """A local copy, read by the run's own loader (splits and columns checked there), once per dataset."""
-    from tasks import data
+    from tasks.data import load as data
 
     if not Path(path).exists():
         return f"data.path={path!r} does not exist"

@@ -1,6 +1,6 @@
 """Generation (task=math): the memory and time the training-step trace does not see.
 
-Evaluation generates answers token by token (tasks/math.py): PEFT's batches of 50, up to 300 new
+Evaluation generates answers token by token (tasks/suites/math.py): PEFT's batches of 50, up to 300 new
 tokens, at most 800 positions. Each new token reads every weight once, so decoding is bound by memory
 bandwidth, not FLOPs: decode time = steps x (resident bytes + KV cache) / (bandwidth x MBU); the prompts'
 prefill is compute, at the training MFU. Memory at generation = what stays resident through evaluation
@@ -36,7 +36,7 @@ class Generation:
 def estimate(spec: Any, config: Any, resident_bytes: int, forward_flops_per_token: float, precision: str,
              target_info: dict[str, Any], rounds: int) -> Generation:
     """``config``: the built model's transformers config; ``precision``: the matmuls' dtype."""
-    from tasks.math_protocol import PROTOCOL
+    from tasks.facts.math import PROTOCOL
 
     sizes, g = facts.load("datasets")["math"][spec.dataset], facts.load("gpus")
     limit = spec.config["data"]["eval_limit"]

@@ -59,7 +59,7 @@ class RunCheck:
 def used_precision(spec: Any, target: Target) -> tuple[str, str | None]:
     """(precision the estimate assumes, a note when it is not the resolved value)."""
     resolved = spec.hparams["precision"]
-    if resolved == "auto":  # what tasks/device.py picks on that GPU
+    if resolved == "auto":  # what tasks/training/device.py picks on that GPU
         return target.info["precision"], None
     return resolved, None
 
@@ -152,7 +152,7 @@ class Planner:
     def _generation(self, row: RunCheck, spec: Any, built: Built, trace: StepTrace) -> None:
         """Generation's peak memory and time (preflight/generation.py), folded into the run's figures;
         its evaluation FLOPs replace the per-epoch evaluation counted by _cost."""
-        from tasks.math_protocol import frozen_dtype
+        from tasks.facts.math import frozen_dtype
 
         matmuls = "bf16" if frozen_dtype(spec.config["model"]) == "bfloat16" else row.precision
         seq = spec.hparams["max_seq_length"]

@@ -3,8 +3,9 @@ once into the HF cache where the hub is reachable (the login node), then loaded 
 
 Jobs then run with ``HF_HUB_OFFLINE=1``: no array task downloads, so 64 tasks starting at once do not
 fetch one model 64 times into one cache. Each need is loaded by the runner's own loaders
-(``tasks.models``, ``tasks.data``), so "loads offline" means what a job will do. The content digest of
-each official dataset split is recorded (``tasks.digests``): the tables recognise a ``data.path`` copy
+(``tasks.training.models``, ``tasks.data.load``), so "loads offline" means what a job will do. The content
+digest of
+each official dataset split is recorded (``tasks.data.digests``): the tables recognise a ``data.path`` copy
 of those splits by it.
 
 Exit 0: everything loads offline; 1: something is missing (one line each, with the fix); 2: bad input.
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from preflight import environment
-from tasks.sweeps import ROOT
+from tasks.config.sweeps import ROOT
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Need:
 def needs_of(spec: Any) -> list[Need]:
     """What one run downloads: its model (unless model.path, a pip-shipped or a tiny one) and its hub
     dataset (unless data.path or fixtures)."""
-    from tasks.schema import GLUE_HUB_ID, SQUAD_HUB_ID
+    from tasks.facts.tables import GLUE_HUB_ID, SQUAD_HUB_ID
 
     model, data, out = spec.config["model"], spec.config["data"], []
     if not model.get("path") and model["kind"] in ("hf", "timm"):
@@ -63,15 +64,16 @@ def needs_of(spec: Any) -> list[Need]:
 def load(need: Need) -> dict[str, Any]:
     """Load ``need`` as a run would (downloading it unless the hub is off); datasets: rows and digest
     of each split."""
-    from tasks import data, models
-    from tasks.digests import split_digests
+    from tasks.data import load as data
+    from tasks.data.digests import split_digests
+    from tasks.training import models
 
     if need.kind == "model":
         cfg = json.loads(need.arg)
         models.load_text(cfg, "seq_cls", 2) if need.loader == "text" else models.load_image(cfg, 2)
         return {}
     if need.loader == "vtab":
-        from tasks.schema import VTAB_PROTOCOLS
+        from tasks.facts.tables import VTAB_PROTOCOLS
 
         for protocol in VTAB_PROTOCOLS:
             data.load_vtab(need.arg, "hub", protocol, hub_id=need.hub_id)
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="sweep name (sweeps/<name>.yaml), 'paper' or 'all'")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (<sweep>:<override> for one sweep)")
     args = p.parse_intermixed_args(argv)
-    from tasks import digests
-    from tasks.sweeps import distinct_runs, sweep_names
+    from tasks.config.sweeps import distinct_runs, sweep_names
+    from tasks.data import digests
 
     try:
         found = distinct_runs(sweep_names(args.name), args.overrides)

@@ -9,7 +9,7 @@ from preflight.plan import RunCheck, Target
 
 def varying(rows: list[RunCheck]) -> list[str]:
     """Short run ids: only the overrides that differ between the sweep's runs."""
-    from tasks.sweeps import varying as names
+    from tasks.config.sweeps import varying as names
 
     return names([r.overrides for r in rows])
 

@@ -87,7 +87,7 @@ def read_status(path: Path) -> Unfinished:
                        st.get("pid", "?"), str(st.get("updated", st.get("started", "?"))),
                        str(st.get("error") or ""))
     if found.status == "running":   # a SIGKILL leaves "running": the run lock says whether it still is
-        from tasks.runstate import state_of
+        from tasks.cluster.runstate import state_of
 
         state, detail, _ = state_of(path.parent)
         if state == "dead":

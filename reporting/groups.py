@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.baselines import base_method
-from tasks.identity import TRAINER_NOT_IDENTITY
+from tasks.config.identity import TRAINER_NOT_IDENTITY
+from tasks.training.baselines import base_method
 
 HUB = "hub"
 MAIN = None  # the bucket of the paper's main tables (their sweeps, and result files without a sweep record)
@@ -50,7 +50,7 @@ CAPA_ONLY = ("d", "density", "mask", "mask_seed")
 EXTRA_SECTIONS = ("peft", "trainer", "data", "model")
 EXTRA_IGNORED = {
     "peft": {"name", "method", "capaboost", "r", "alpha", "reduction_factor", "prefix_length"},
-    "trainer": set(TRAINER_NOT_IDENTITY),  # the runner's one definition (tasks/identity.py)
+    "trainer": set(TRAINER_NOT_IDENTITY),  # the runner's one definition (tasks/config/identity.py)
     "data": {"source", "train_limit", "path"},  # path: one local dir per task (source says "path")
     "model": set(),
 }

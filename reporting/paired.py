@@ -1,5 +1,5 @@
 """Paired by seed: each CapaBoost row of a table against the vanilla row of its PEFT method nearest in
-PEFT parameters and every PEFT-library baseline row (DoRA, VeRA, ...: tasks/baselines.py) whose PEFT
+PEFT parameters and every PEFT-library baseline row (DoRA, VeRA, ...: tasks/training/baselines.py) whose PEFT
 parameters are within PARAM_TOLERANCE of its own, column by column, on the seeds both rows have; and
 each row that sets one of our switches to the authors' side (``OURS``: docs/paper.md, "Faithful by
 default") against the row that is the same experiment with every switch on our side.
@@ -15,8 +15,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from tasks.baselines import is_baseline
-from tasks.config_schema import PeftConf, TaskConf, TrainerConf
+from tasks.config.schema import PeftConf, TaskConf, TrainerConf
+from tasks.training.baselines import is_baseline
 
 from .groups import Row, metrics_of, run_flags
 from .layout import Column

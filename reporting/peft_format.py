@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from capaboost.atomic import write_text
+from tasks.files import write_text
 
 RUN_FILE = "peft_result.json"  # beside result.json in a math run's directory
 
@@ -68,7 +68,7 @@ def experiment_name(result: dict[str, Any]) -> str:
 def from_run(result: dict[str, Any], rows: list[dict[str, Any]], train_time: float | None,
              reserved: list[int], peak_reserved: int | None, file_size: int) -> dict[str, Any]:
     """A PEFT-format record of one finished run (``result``: the result.json dict being written)."""
-    from tasks.math_protocol import PROTOCOL
+    from tasks.facts.math import PROTOCOL
 
     hp = result["hparams"]
     reserved = sorted(reserved)

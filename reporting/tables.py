@@ -12,16 +12,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks import digests
-from tasks.baselines import base_method, is_baseline
-from tasks.config_schema import TaskConf, TrainerConf
+from tasks.config.schema import TaskConf, TrainerConf
+from tasks.data import digests
+from tasks.training.baselines import base_method, is_baseline
 
 from .groups import CAPA_ONLY, HUB, MAIN, PER_TASK, SINGLE, Row, Stat, Table, field_of, run_flags
 from .layout import Layout
 from .paper import PaperRow
 
 PEFT_LABEL = {"lora": "LoRA", "padapter": "PAdapter", "prefix": "Prefix", "dora": "DoRA", "rslora": "rsLoRA",
-              "pissa": "PiSSA", "vera": "VeRA", "loha": "LoHa", "adalora": "AdaLoRA"}  # then tasks.baselines'
+              # then tasks.training.baselines'
+              "pissa": "PiSSA", "vera": "VeRA", "loha": "LoHa", "adalora": "AdaLoRA"}
 METHOD_ORDER = {"lora": 0, "padapter": 1, "prefix": 2, "dora": 3, "rslora": 4, "pissa": 5, "vera": 6,
                 "loha": 7, "adalora": 8}
 FAMILY_LABEL = {"glue": "GLUE", "squad": "SQuAD", "vtab": "VTAB-1k"}
@@ -343,7 +344,7 @@ def _short(found: dict[str, str] | None) -> str:
 def path_data(table: Table) -> tuple[bool, list[str]]:
     """A table of runs on ``data.path``: (each task's data is a copy of the official splits, one note
     per task). A copy is official when its splits' content digests (result.json ``data_digest``) equal
-    those ``make prefetch`` recorded for the hub's dataset (tasks.digests)."""
+    those ``make prefetch`` recorded for the hub's dataset (tasks.data.digests)."""
     record = digests.official()
     by_task: dict[str, set[str]] = {}
     for row in table.rows.values():

@@ -34,8 +34,9 @@ SMOKE = ["trainer.batch_size=2", "trainer.max_seq_length=16"]
 
 
 def no_cuda_line() -> str | None:
-    """None where torch can use a GPU; else the one line, with tasks.device's reason (driver, build)."""
-    from tasks.device import cuda_status
+    """None where torch can use a GPU; else the one line, with tasks.training.device's reason (driver,
+    build)."""
+    from tasks.training.device import cuda_status
 
     ok, why = cuda_status()
     return None if ok else f"gpu-check: no CUDA device torch can use here: {why}"
@@ -43,7 +44,7 @@ def no_cuda_line() -> str | None:
 
 def specs(smoke: bool) -> list[tuple[str, list[str], Any]]:
     """(label, overrides, RunSpec) of the runs whose step memory is checked, as the sweeps compose them."""
-    from tasks.sweeps import compose_runs
+    from tasks.config.sweeps import compose_runs
 
     out = []
     for model, sweep in SWEEPS.items():
@@ -62,7 +63,7 @@ def memory_rows(device: str, smoke: bool) -> list[dict[str, Any]]:
 
     from preflight.build import _batch_maker, _text_config, num_outputs
     from preflight.plan import Planner, Target
-    from tasks.runner import attach_peft
+    from tasks.training.peft import attach_peft
 
     rows = []
     planner = Planner(Target("H100", 80))

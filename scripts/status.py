@@ -1,5 +1,5 @@
 """`make status NAME=<sweep> [RUNS=dir] [ARGS="..."]`: where every run of a sweep stands (done / running /
-dead / failed / missing, read from the run directories: tasks.runstate), with counts, and the one
+dead / failed / missing, read from the run directories: tasks.cluster.runstate), with counts, and the one
 command that relaunches only the runs that need it. Nothing is trained; no GPU, no scheduler needed."""
 import argparse
 import sys
@@ -7,8 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import runstate  # noqa: E402
-from tasks.sweeps import compose_runs  # noqa: E402
+from tasks.cluster import runstate  # noqa: E402
+from tasks.config.sweeps import compose_runs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """`make sweep-list NAME=x [ARGS=...]`: how many runs a sweep launches, how many distinct run directories
-they are (sweeps share runs), and their overrides (expanded and composed by tasks.sweeps; nothing trains).
+they are (sweeps share runs), and their overrides (expanded and composed by tasks.config.sweeps; nothing
+trains).
 NAME=paper or all: several sweeps, with the total over distinct runs."""
 import argparse
 import signal
@@ -8,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.sweeps import distinct_runs, expand, scoped, sweep_names  # noqa: E402
+from tasks.config.sweeps import distinct_runs, expand, scoped, sweep_names  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

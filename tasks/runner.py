@@ -3,7 +3,7 @@
 The Trainer is used as shipped; everything CapaBoost-specific sits in small pieces it already supports:
 a model wrapper whose ``state_dict`` holds only the trainable tensors (so checkpoints are the PEFT
 weights, head and optimizer state, and ``resume_from_checkpoint`` reloads them onto the rebuilt frozen
-backbone), a callback that evaluates every split at each epoch end (``tasks.evaluation``), and the
+backbone), a callback that evaluates every split at each epoch end (``tasks.training.evaluation``), and the
 Trainer's own AdamW parameter groups (no decay on biases and LayerNorm weights).
 """
 from __future__ import annotations
@@ -11,114 +11,36 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
 import capaboost
-from tasks import (
-    baselines,
-    clipping,
-    datacheck,
-    device,
-    distributed,
-    divergence,
-    evaluation,
-    finished,
-    lifecycle,
-    models,
-    progress,
-    runlock,
-)
-from tasks.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
-from tasks.config import ConfigError, RunSpec
-from tasks.evaluation import EpochEvaluation, EvalSplit, epoch_history, report_metrics
-from tasks.provenance import WandbStep, git_sha, run_name, start_wandb, versions
+from tasks.cluster import distributed, finished, lifecycle, runlock
+from tasks.cluster.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
+from tasks.config.runspec import ConfigError, RunSpec
+from tasks.data import check as datacheck
+from tasks.training import baselines, clipping, device, divergence, evaluation, models, progress
+from tasks.training.evaluation import EpochEvaluation, epoch_history, report_metrics
+from tasks.training.job import Job
+from tasks.training.peft import TrainerModel, attach_peft, count_parameters
+from tasks.training.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
 RESULT = finished.RESULT
 WEIGHTS = "peft.safetensors"
 
 
-@dataclass
-class Job:
-    """What a task family (tasks/glue.py, squad.py, vtab.py) hands the common runner."""
-    model: nn.Module                   # backbone + task head, no PEFT yet
-    train: Any
-    evals: dict[str, EvalSplit]        # "report", "select" (unless aliased), "report_<suffix>" extras
-    collator: Callable
-    label_names: list[str]
-    select_score: Callable[[dict[str, float]], float]
-    selection_metric: str
-    aliases: dict[str, str] = field(default_factory=dict)   # {"select": "report"}: same data, eval once
-    # Generation-based tasks (tasks/math.py) evaluate with their own callback instead of EpochEvaluation
-    # (it logs eval_<split>_<metric> the same way), read the data in order ("sequential": the task has
-    # ordered it) and add to result.json / write more files before it is written (``finish``).
-    evaluator: TrainerCallback | None = None
-    train_sampling: str = "random"
-    finish: Callable[[dict[str, Any], Path], None] | None = None
-    frozen_dtype: str | None = None  # the task fixes the frozen weights' dtype (math: bf16 without AMP)
-
-
 # --- model ----------------------------------------------------------------------------------------------
 
-class TrainerModel(nn.Module):
-    """What the Trainer sees: forwards to ``model``; its state_dict holds only trainable tensors.
-
-    The Trainer saves ``state_dict()`` of a non-PreTrainedModel to ``model.safetensors`` and reloads it
-    with ``strict=False``; the frozen backbone is rebuilt identically (pretrained or seeded) on resume.
-    """
-
-    accepts_loss_kwargs = False  # forward takes **inputs; the Trainer must not add num_items_in_batch
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.register_state_dict_post_hook(_keep_trainable)
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        # Read by Trainer._issue_warnings_after_load: these keys are absent from checkpoints on purpose.
-        self._keys_to_ignore_on_save = sorted(f"model.{k}" for k in model.state_dict()
-                                              if f"model.{k}" not in trainable)
-
-    def forward(self, **inputs: Any) -> Any:
-        return self.model(**inputs)
-
-    def tie_weights(self) -> None:
-        """Called by the Trainer after a partial load; the wrapped model's ties never change."""
-
-
-def _keep_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    trainable = {prefix + n for n, p in module.named_parameters() if p.requires_grad}
-    for key in [k for k in state_dict if k.startswith(prefix) and k not in trainable]:
-        del state_dict[key]
-
-
-def attach_peft(model: nn.Module, spec: RunSpec) -> tuple[nn.Module, nn.Module]:
-    """(model with PEFT, the module capaboost.apply or peft.get_peft_model returned: what save/count see)."""
-    if baselines.is_baseline(spec.method):
-        def attach(m: nn.Module) -> nn.Module:
-            return baselines.attach(m, spec.capaboost_config)
-    else:
-        def attach(m: nn.Module) -> nn.Module:
-            return capaboost.apply(m, capaboost.CapaBoostConfig(**spec.capaboost_config))
-    if hasattr(model, "vit"):  # tasks.models.TimmClassifier: the backbone is detected on the timm model
-        model.vit = attach(model.vit)
-        return model, model.vit
-    peft_root = attach(model)  # prefix and the baselines return PEFT's wrapper: always use the return value
-    return peft_root, peft_root
-
-
-def count_parameters(model: nn.Module, spec: RunSpec) -> dict[str, int]:
-    """capaboost.count_parameters, or its twin for PEFT-library baselines (tasks.baselines)."""
-    count = baselines.count_parameters if baselines.is_baseline(spec.method) else capaboost.count_parameters
-    return count(model)
-
-
 # --- the run --------------------------------------------------------------------------------------------
+
+def suite(spec: RunSpec) -> Any:
+    """The run's task suite (tasks/suites/<family>.py): its ``load(spec)`` and ``prepare(spec, raw)``."""
+    return importlib.import_module(f"tasks.suites.{spec.family}")
+
 
 def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.DistInfo,
                   placement: device.Placement) -> TrainingArguments:
@@ -131,7 +53,8 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
         gradient_accumulation_steps=hp["grad_accum"], learning_rate=hp["lr"], weight_decay=hp["weight_decay"],
         warmup_steps=hp["warmup_steps"] if hp["warmup_steps"] else hp["warmup_ratio"],  # < 1: a ratio
         lr_scheduler_type=hp["lr_scheduler"], optim="adamw_torch",
-        max_grad_norm=0.0 if tr["clip"] == "official" else hp["max_grad_norm"],  # official: tasks.clipping
+        # official: tasks.training.clipping
+        max_grad_norm=0.0 if tr["clip"] == "official" else hp["max_grad_norm"],
         fp16=placement.precision == "fp16", bf16=placement.precision == "bf16",
         eval_strategy="no", save_strategy="epoch", save_total_limit=None,  # rotated after the marker
         logging_strategy="steps", logging_steps=tr["logging_steps"],
@@ -146,10 +69,11 @@ def training_args(spec: RunSpec, run_dir: Path, job: Job, info: distributed.Dist
 def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
     """Train and evaluate one resolved config; returns (and writes) the result dict.
 
-    Idempotent: a finished run dir is a no-op unless ``force`` (once per launch: tasks.finished); a run
+    Idempotent: a finished run dir is a no-op unless ``force`` (once per launch: tasks.cluster.finished); a
+    run
     dir with checkpoints resumes; a torn result.json is set aside. One trainer per run dir (a lock): a
     sweep that finds its run held leaves its name for the holder (``RunShared``). Signals save a
-    checkpoint and exit (tasks.lifecycle). A failure before training (not a config error) leaves
+    checkpoint and exit (tasks.cluster.lifecycle). A failure before training (not a config error) leaves
     status.json saying why.
     """
     start = time.time()
@@ -167,7 +91,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         if not isinstance(error, ConfigError):  # a config error is one line, exit 2, nothing written
             lifecycle.record_failure(run_dir, error)
         raise
-    raw = datacheck.load(spec)  # DataError (one line) before the run directory exists
+    raw = datacheck.load(spec, suite(spec).load)  # DataError (one line) before the run directory exists
     try:
         with lifecycle.guard(run_dir, info, spec.config["trainer"]) as (status, preemption):
             if not force and finished.read(result_path, set_aside=True) is not None:
@@ -203,7 +127,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     set_seed(spec.seed)
     if not progress.bars():
         progress.quiet_libraries()
-    job = importlib.import_module(f"tasks.{spec.family}").prepare(spec, raw)
+    job = suite(spec).prepare(spec, raw)
     model, peft_root = attach_peft(job.model, spec)
     models.ready_for_training(model, spec.backbone, placement.precision,
                               spec.config["trainer"]["gradient_checkpointing"], frozen=job.frozen_dtype)
@@ -234,7 +158,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     diverged = None
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
-    except divergence.Diverged as stop:  # a finished outcome: result.json says where (tasks.divergence)
+    # a finished outcome: result.json says where (tasks.training.divergence)
+    except divergence.Diverged as stop:
         diverged = stop
 
     history = epoch_history(trainer.state.log_history, list(job.evals), job.aliases)
@@ -292,7 +217,8 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
 
 def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: lifecycle.Status,
               wandb_run: Any, info: distributed.DistInfo) -> dict[str, Any]:
-    """result.json with status ``diverged`` and where; no weights file, no rank (tasks.divergence)."""
+    """result.json with status ``diverged`` and where; no weights file, no rank
+    (tasks.training.divergence)."""
     result.update(status="diverged", diverged=stop.record())
     status.outcome = "diverged"
     if info.is_main:
@@ -323,14 +249,8 @@ def summary_line(result: dict[str, Any], path: Path) -> str:
 def path_digests(spec: RunSpec) -> dict[str, str] | None:
     """Content digest per split of a run's ``data.path`` data (None for hub and fixture data): what
     the tables compare with the official splits' digests that make prefetch recorded."""
-    from tasks import data
+    from tasks.data import load as data
 
     if spec.config["data"]["source"] != "path":
         return None
     return data.path_digests(spec.family, spec.dataset, spec.protocol, spec.config["data"]["path"])
-
-
-def data_source(spec: RunSpec) -> str:
-    data = spec.config["data"]
-    return data["path"] if data["source"] == "path" else data["source"]
-

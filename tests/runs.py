@@ -16,7 +16,7 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from tasks.config import register
+    from tasks.config.runspec import register
 
     register()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -24,7 +24,7 @@ def compose(overrides: list[str]) -> Any:
 
 
 def spec_for(overrides: list[str], runs_root: Path, tiny: bool = True) -> Any:
-    from tasks.config import resolve
+    from tasks.config.runspec import resolve
 
     given = {o.split("=", 1)[0] for o in overrides}
     defaults = [o for o in TINY if o.split("=", 1)[0] not in given] if tiny else []

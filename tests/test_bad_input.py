@@ -42,7 +42,7 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
     ("model.path=/etc", "model.path"),
 ])
 def test_hostile_values_are_refused_naming_the_key(override, key, tmp_path):
-    from tasks.config import ConfigError
+    from tasks.config.runspec import ConfigError
 
     with pytest.raises(ConfigError, match=key) as error:
         spec_for([*STSB, override], tmp_path)
@@ -58,7 +58,7 @@ def test_hostile_values_exit_2_on_the_command_line(tmp_path):
 
 
 def test_model_path_at_a_junk_directory_names_the_file(tmp_path):
-    from tasks.config import ConfigError
+    from tasks.config.runspec import ConfigError
 
     junk = tmp_path / "model"
     junk.mkdir()
@@ -73,7 +73,7 @@ def test_model_path_at_a_junk_directory_names_the_file(tmp_path):
 
 
 def test_runs_root_or_checkpoints_that_is_a_file(tmp_path):
-    from tasks.config import ConfigError
+    from tasks.config.runspec import ConfigError
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -93,7 +93,7 @@ def test_runs_root_or_checkpoints_that_is_a_file(tmp_path):
 
 def saved(task: str, where: Path, change=None) -> Path:
     """The fixture data of ``task`` as a save_to_disk folder (data.path), optionally changed first."""
-    from tasks import fixtures
+    from tasks.data import fixtures
 
     raw = fixtures.glue_raw(task)
     if change is not None:
@@ -128,7 +128,7 @@ def rename(raw):
     ("stsb", rename, ["lacks column(s) ['sentence1']"]),
 ])
 def test_bad_data_is_one_line_before_a_run_directory(task, change, words, tmp_path):
-    from tasks.datacheck import DataError
+    from tasks.data.check import DataError
 
     data = saved(task, tmp_path / "data", change)
     over = [f"task=glue/{task}", "peft=capaboost_lora", f"data.path={data}", "data.train_limit=null"]
@@ -143,7 +143,7 @@ def test_bad_data_is_one_line_before_a_run_directory(task, change, words, tmp_pa
 
 def stsb_tsv(folder: Path, n_train: int | None = None) -> Path:
     """The STS-B fixture as the original GLUE TSV download (train.tsv, dev.tsv)."""
-    from tasks import fixtures
+    from tasks.data import fixtures
 
     raw = fixtures.glue_raw("stsb")
     folder.mkdir()
@@ -156,7 +156,7 @@ def stsb_tsv(folder: Path, n_train: int | None = None) -> Path:
 
 
 def test_empty_train_split(tmp_path):
-    from tasks.datacheck import DataError
+    from tasks.data.check import DataError
 
     folder = stsb_tsv(tmp_path / "STS-B", n_train=0)
     with pytest.raises(DataError, match=f"{folder / 'train.tsv'}: no rows read"):
@@ -184,7 +184,7 @@ def test_non_utf8_tsv_and_the_repaired_rerun(tmp_path):
 
 
 def test_fewer_examples_than_one_step(tmp_path):
-    from tasks.datacheck import DataError
+    from tasks.data.check import DataError
 
     with pytest.raises(DataError, match=r"trainer.epochs=0.001 is less than one optimizer step"):
         run([*STSB, "trainer.epochs=0.001"], tmp_path)

@@ -1,4 +1,5 @@
-"""PEFT-library baselines (tasks/baselines.py): built by PEFT, counted by hand, trained through the runner,
+"""PEFT-library baselines (tasks/training/baselines.py): built by PEFT, counted by hand, trained through the
+runner,
 tabulated and paired against CapaBoost."""
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import baselines
-from tasks.config import ConfigError
+from tasks.config.runspec import ConfigError
+from tasks.training import baselines
 from tests.runs import run, spec_for
 
 H, LAYERS, R = 32, 2, 4  # model=tiny: hidden 32, 2 layers; query and value adapted; the tiny recipe's r=4
@@ -27,7 +28,7 @@ RANK_BOUND = {"dora": R, "rslora": R, "pissa": R, "vera": R, "loha": R * R, "ada
 
 
 def tiny_model(spec):
-    from tasks.models import load_text
+    from tasks.training.models import load_text
 
     torch.manual_seed(0)
     return load_text(spec.config["model"], "seq_cls", 2, corpus=["a b c"], max_length=64)[0]
@@ -47,7 +48,7 @@ def test_every_name_is_a_field_of_its_peft_config() -> None:
 @pytest.mark.parametrize("method", sorted(HAND))
 def test_counts_match_hand_counts(method: str, tmp_path: Path) -> None:
     spec = spec_for(["task=glue/rte", f"peft={method}"], tmp_path)
-    from tasks.runner import attach_peft, count_parameters
+    from tasks.training.peft import attach_peft, count_parameters
 
     model, _ = attach_peft(tiny_model(spec), spec)
     counts = count_parameters(model, spec)
@@ -64,7 +65,7 @@ def test_counts_match_hand_counts(method: str, tmp_path: Path) -> None:
 def test_adalora_counts_its_budget_after_pruning(tmp_path: Path) -> None:
     """Kept ranks x (in + out + 1) per layer, from a planted rank pattern (as PEFT's allocator writes it)."""
     spec = spec_for(["task=glue/rte", "peft=adalora"], tmp_path)
-    from tasks.runner import attach_peft, count_parameters
+    from tasks.training.peft import attach_peft, count_parameters
 
     model, _ = attach_peft(tiny_model(spec), spec)
     tuner = model.base_model

@@ -91,7 +91,8 @@ GRID = ([("glue/cola", p) for p in PEFTS] + [("squad/v1", p) for p in PEFTS]
 @pytest.mark.parametrize("task, peft", GRID)
 def test_every_task_family_and_peft_runs(task, peft, tmp_path):
     # 8 training rows in batches of 8: one step per epoch (SQuAD: a few, its contexts span windows)
-    # VTAB evaluates only after the last epoch by default (tests/tasks/test_vtab.py): ask for every epoch
+    # VTAB evaluates only after the last epoch by default (tests/tasks/suites/test_vtab.py):
+    # ask for every epoch
     every = ["task.eval_every=1", "task.report=best_test_epoch"] if task.startswith("vtab/") else []
     result = run([f"task={task}", f"peft={peft}", "trainer.epochs=2", "data.train_limit=8", *every], tmp_path)
     names = metric_names(task)
@@ -138,8 +139,8 @@ def test_report_metric_matches_sklearn_on_the_saved_weights(tmp_path):
     from transformers import set_seed
 
     import capaboost
-    from tasks import models
-    from tasks.data import load_glue
+    from tasks.data.load import load_glue
+    from tasks.training import models
 
     over = ["task=glue/cola", "peft=capaboost_lora", "trainer.epochs=1", "trainer.lr=0.05"]
     result = run(over, tmp_path)
@@ -169,7 +170,7 @@ def test_minilm_runs_offline(tmp_path):
 
 def test_local_data_path_is_used_and_recorded(tmp_path):
     """data.path takes a save_to_disk copy of the hub dataset (here: the RTE fixture written to disk)."""
-    from tasks import fixtures
+    from tasks.data import fixtures
 
     fixtures.glue_raw("rte").save_to_disk(str(tmp_path / "rte"))
     result = run(["task=glue/rte", "peft=capaboost_lora", "trainer.max_steps=1", "data=hub",

@@ -72,7 +72,7 @@ def test_pad_token_and_no_cache_for_classification() -> None:
     """A decoder tokenizer without a pad token pads with eos, and the model pools on that id."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from tasks.models import build_word_tokenizer, for_classification
+    from tasks.training.models import build_word_tokenizer, for_classification
 
     tok = build_word_tokenizer(["a b c d"], 50)
     tok.pad_token = None
@@ -93,7 +93,7 @@ def test_frozen_weights_dtype() -> None:
     """Decoders in bf16: frozen weights bf16, trained ones fp32; encoders and fp32 runs: all fp32."""
     import capaboost
     from capaboost.backbones import BACKBONES
-    from tasks.models import ready_for_training
+    from tasks.training.models import ready_for_training
     from tests.capaboost.tiny import tiny_llama, tiny_roberta
 
     for build, backbone in ((tiny_llama, "llama"), (tiny_roberta, "roberta")):

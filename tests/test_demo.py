@@ -80,7 +80,7 @@ def test_valence_mapping_on_known_words(converted: Path, word: str, valence: int
 
 
 def test_hub_schema_and_runner_loader(converted: Path) -> None:
-    from tasks.data import load_glue
+    from tasks.data.load import load_glue
 
     data = _load(converted)
     assert list(data["train"].features) == ["sentence1", "sentence2", "label", "idx"]
@@ -211,7 +211,7 @@ def test_tune_chooses_on_the_select_split_and_writes_the_arm_file(tmp_path: Path
 
 def test_demo_sweeps_are_consistent() -> None:
     """Arms tuned = arms run; >= 5 seeds; each arm's lr is data in its file and lies on the tuning grid."""
-    from tasks.sweeps import params_of
+    from tasks.config.sweeps import params_of
 
     demo, grid = params_of("demo"), params_of("demo_tune")
     assert demo["+sweep/demo_arm"] == grid["+sweep/demo_arm"]

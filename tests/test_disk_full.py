@@ -69,7 +69,7 @@ class FailNextSafetensors(TrainerCallback):
 
 
 def check_failed_then_resume(runs: Path, plant: TrainerCallback, undo, reference: dict, mount: str) -> None:
-    from tasks.lifecycle import DiskFull
+    from tasks.cluster.lifecycle import DiskFull
 
     with pytest.raises(DiskFull) as error:
         run(OVER, runs, callbacks=(plant,))
@@ -105,8 +105,8 @@ def test_full_disk_as_safetensors_reports_it(tmp_path, monkeypatch, reference):
 def test_status_json_written_in_place_when_no_room_for_a_copy(tmp_path, monkeypatch, capsys):
     """The atomic write needs a second file; on a full disk status.json is overwritten in place, and
     when even that fails the status goes to stderr."""
-    import capaboost.atomic
-    from tasks import lifecycle
+    import tasks.files
+    from tasks.cluster import lifecycle
 
     status = lifecycle.Status(tmp_path)
     status.write("running")
@@ -121,4 +121,4 @@ def test_status_json_written_in_place_when_no_room_for_a_copy(tmp_path, monkeypa
     status.write("failed", error="DiskFull: no space left")
     err = capsys.readouterr().err
     assert f"could not write {tmp_path / 'status.json'}" in err and "status is failed: DiskFull" in err
-    assert capaboost.atomic.write_text  # the real writer is untouched
+    assert tasks.files.write_text  # the real writer is untouched

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import capaboost
-from tasks import distributed as D
+from tasks.cluster import distributed as D
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -178,7 +178,7 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     torch.set_num_threads(1)
     import capaboost
-    from tasks import distributed as D
+    from tasks.cluster import distributed as D
     from tests.test_distributed import _tiny_roberta, global_batches
 
     out = sys.argv[2]
@@ -385,7 +385,7 @@ def test_slurm_ddp_launcher_asks_one_task_per_gpu(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
     from submitit.slurm.slurm import SlurmExecutor
 
-    from tasks.config import register
+    from tasks.config.runspec import register
 
     class Submitted(Exception):
         pass

@@ -55,7 +55,7 @@ def test_diverging_run_stops_with_status_diverged_and_its_rerun_is_a_no_op(tmp_p
 
 def test_non_finite_predictions_score_nan_not_zero():
     """Evaluation no longer maps a diverged model's NaN predictions to Pearson 0; constant ones stay 0."""
-    from tasks.metrics import glue_metrics
+    from tasks.suites.metrics import glue_metrics
 
     gold = np.array([0.0, 1.0, 2.0, 3.0])
     nan = glue_metrics("stsb", np.array([0.1, math.nan, 2.0, 2.5]), gold)

@@ -86,7 +86,7 @@ def truncate(path: Path, keep: int | None = None) -> None:
 
 
 def test_interrupted_run_keeps_two_complete_checkpoints(interrupted):
-    from tasks.checkpoints import MARKER, problem
+    from tasks.cluster.checkpoints import MARKER, problem
 
     run_dir = Path(spec_for(OVER, interrupted).run_dir)
     assert ckpts(run_dir) == ["checkpoint-2", "checkpoint-4"]
@@ -127,7 +127,7 @@ def test_broken_only_checkpoint_starts_from_scratch(reference, interrupted, tmp_
 def test_kill_before_the_marker_keeps_the_previous_checkpoint_even_with_limit_one(tmp_path, monkeypatch):
     """The Trainer's rotation runs before any callback; here rotation follows the marker, so a kill
     between a checkpoint's files and its marker still leaves the previous complete one."""
-    import tasks.checkpoints as C
+    import tasks.cluster.checkpoints as C
 
     real = C.write_marker
 
@@ -193,7 +193,7 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
     """submitit's USR2 handler (requeue, then exit) must run only once the checkpoint is complete."""
     from types import SimpleNamespace
 
-    from tasks.lifecycle import Preempted, Preemption
+    from tasks.cluster.lifecycle import Preempted, Preemption
 
     calls = []
     old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(("submitit", s)))
@@ -218,7 +218,7 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
 
 
 def test_signal_before_training_or_a_second_one_stops_at_once():
-    from tasks.lifecycle import Preempted, Preemption
+    from tasks.cluster.lifecycle import Preempted, Preemption
 
     p = Preemption()
     p.install()
@@ -270,7 +270,7 @@ def test_status_json_and_stale_tmp_files(tmp_path, capsys):
 def test_full_disk_during_a_checkpoint_names_the_disk(tmp_path, monkeypatch):
     import torch
 
-    from tasks.lifecycle import DiskFull
+    from tasks.cluster.lifecycle import DiskFull
 
     def full(*args, **kwargs):  # what torch.save raises when the disk fills mid-write
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
@@ -289,7 +289,7 @@ def test_full_disk_during_a_checkpoint_names_the_disk(tmp_path, monkeypatch):
 def test_enospc_names_the_path():
     import errno
 
-    from tasks.lifecycle import disk_full
+    from tasks.cluster.lifecycle import disk_full
 
     error = disk_full(OSError(errno.ENOSPC, "No space left on device", "/tmp/x/result.json"), Path("/tmp"))
     assert "/tmp/x/result.json" in str(error) and "mounted at /" in str(error)
@@ -300,7 +300,7 @@ HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.runlock import acquire
+from tasks.cluster.runlock import acquire
 acquire(Path({run_dir!r}))
 print("held", flush=True)
 time.sleep(600)
@@ -308,7 +308,7 @@ time.sleep(600)
 
 
 def test_second_trainer_on_a_held_run_exits_naming_the_holder(tmp_path, capsys):
-    from tasks.runlock import RunLocked, acquire
+    from tasks.cluster.runlock import RunLocked, acquire
 
     over = [*OVER, "trainer.epochs=1"]
     run_dir = Path(spec_for(over, tmp_path).run_dir)
@@ -335,7 +335,7 @@ def test_second_trainer_on_a_held_run_exits_naming_the_holder(tmp_path, capsys):
 
 
 def test_lock_on_another_host_is_stale_only_without_heartbeat(tmp_path):
-    from tasks import runlock
+    from tasks.cluster import runlock
 
     path = tmp_path / runlock.LOCK
     path.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "started": time.time(), "token": "x"}))
@@ -352,7 +352,7 @@ def test_lock_on_another_host_is_stale_only_without_heartbeat(tmp_path):
 def test_wait_for_a_held_run(tmp_path):
     import threading
 
-    from tasks import runlock
+    from tasks.cluster import runlock
 
     first = runlock.acquire(tmp_path)
     threading.Timer(0.3, first.release).start()
@@ -363,7 +363,7 @@ def test_wait_for_a_held_run(tmp_path):
 
 def test_breaking_a_stale_lock_is_race_free(tmp_path):
     """Two processes that read the same stale lock: only one may remove it; a fresh lock stays."""
-    from tasks import runlock
+    from tasks.cluster import runlock
 
     path = tmp_path / runlock.LOCK
     dead = {"host": socket.gethostname(), "pid": 2**22 + 7, "started": 0, "token": "dead"}

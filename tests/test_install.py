@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from runs import ROOT
 
-from tasks import device
+from tasks.training import device
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 # under `make test` a nested make prints "Entering directory" lines unless told not to

@@ -20,7 +20,7 @@ from runs import ROOT, run, spec_for
 from test_faults import ENV, OVER, StopAfterSave, ckpts, copy_run
 from test_resume import assert_same_run
 
-from tasks import runlock
+from tasks.cluster import runlock
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_group_sigterm_with_workers_saves_requeues_and_resumes(reference, tmp_pa
 def test_which_signals_requeue_under_slurm(tmp_path, monkeypatch, capsys):
     """TERM, USR1, USR2 requeue (USR2 by submitit's own handler where it is installed); INT never does;
     outside SLURM nothing is called; a refusal is one line."""
-    from tasks.lifecycle import Preempted, Preemption
+    from tasks.cluster.lifecycle import Preempted, Preemption
 
     path, calls = stand_in_scontrol(tmp_path)
     monkeypatch.setenv("PATH", path["PATH"])
@@ -135,7 +135,7 @@ NS_HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.runlock import acquire
+from tasks.cluster.runlock import acquire
 acquire(Path({run_dir!r}), heartbeat_s=0.2)
 print("held", flush=True)
 time.sleep(600)
@@ -242,7 +242,7 @@ import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from pathlib import Path
 from runs import run
-from tasks.lifecycle import Unwritable
+from tasks.cluster.lifecycle import Unwritable
 print("finished:", run({over!r}, Path({root_ro!r}))["status"], flush=True)
 try:
     run([*{over!r}, "seed=5"], Path({root_ro!r}))
@@ -274,7 +274,7 @@ HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.runlock import acquire
+from tasks.cluster.runlock import acquire
 acquire(Path({run_dir!r}))
 print("held", flush=True)
 time.sleep(600)
@@ -308,7 +308,7 @@ def test_a_sweep_that_finds_its_run_held_leaves_its_name_and_exits_cleanly(tmp_p
     assert json.loads((run_dir / "result.json").read_text())["sweeps"] == result["sweeps"]
     assert not (run_dir / "sweeps.pending").exists()
     # the holder finished between the refusal and the name: the late sweep adds itself under the lock
-    from tasks import finished
+    from tasks.cluster import finished
     finished.record_pending(run_dir, "glue_roberta_base")
     again = execute(dataclasses.replace(spec, sweep="fig1_rank_params"))
     assert again["sweeps"] == ["fig1_rank_params", "fig4_r_by_d", "glue_roberta_base"]
@@ -336,8 +336,9 @@ def test_a_held_run_does_not_stop_a_local_multirun(tmp_path):
 
 def test_a_failure_before_training_leaves_a_status(tmp_path, monkeypatch):
     """A run that cannot start (here its process group: DDP set-up) says why in status.json; the lock is
-    released. A config error (trainer.device=cuda without CUDA) writes nothing: tests/tasks/test_device.py."""
-    from tasks import distributed
+    released. A config error (trainer.device=cuda without CUDA) writes nothing:
+    tests/tasks/training/test_device.py."""
+    from tasks.cluster import distributed
 
     def no_group(cuda: bool):
         raise RuntimeError("the process group could not start: connection refused by the rendezvous")
@@ -388,11 +389,11 @@ import os, signal, sys
 from pathlib import Path
 sys.path[:0] = [{root!r}, {tests!r}]
 from transformers import TrainerCallback
-import tasks.lifecycle
+import tasks.cluster.lifecycle
 from runs import run
 
 # SLURM's time-limit warning with a grace shorter than the evaluation and save measured in epoch 1
-tasks.lifecycle.signal_grace = lambda: {{signal.SIGUSR2: {grace}}}
+tasks.cluster.lifecycle.signal_grace = lambda: {{signal.SIGUSR2: {grace}}}
 
 class Signal(TrainerCallback):
     sent = False

@@ -8,7 +8,7 @@ from runs import run
 
 from benchmarks.fake_results import fake_result, put
 from reporting import make_tables
-from tasks import digests, fixtures
+from tasks.data import digests, fixtures
 
 
 def test_a_save_to_disk_copy_records_the_digests_of_what_it_copied(tmp_path: Path) -> None:

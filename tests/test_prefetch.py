@@ -11,7 +11,8 @@ from pathlib import Path
 import datasets
 
 from preflight import prefetch
-from tasks import digests, sweeps
+from tasks.config import sweeps
+from tasks.data import digests
 
 ROOT = Path(__file__).resolve().parents[1]
 

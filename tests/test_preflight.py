@@ -25,7 +25,7 @@ SMALL = ["trainer.batch_size=8", "trainer.max_seq_length=32"]
 def _real_counts(spec) -> tuple[dict[str, int], nn.Module]:
     from transformers import AutoModelForSequenceClassification
 
-    from tasks.runner import attach_peft
+    from tasks.training.peft import attach_peft
 
     config = _text_config(spec.config["model"], num_outputs(spec))
     model = AutoModelForSequenceClassification.from_config(config)
@@ -117,7 +117,7 @@ def test_missing_tokenizer_package_fails_the_run(tmp_path: Path, monkeypatch: py
 
 
 def test_vtab_without_data_source_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tasks.config import ConfigError
+    from tasks.config.runspec import ConfigError
 
     with pytest.raises(ConfigError, match="data.path"):  # the run's own validation names it
         spec_for(["task=vtab/cifar", "data=hub", "peft=capaboost_lora"], tmp_path)
@@ -204,8 +204,8 @@ def _hydra_cfg(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from tasks.config import register
-    from tasks.sweeps import CONF
+    from tasks.config.runspec import register
+    from tasks.config.sweeps import CONF
 
     register()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -233,7 +233,7 @@ def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.M
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tasks.sweeps import CONF
+    from tasks.config.sweeps import CONF
 
     with initialize_config_dir(str(CONF), version_base="1.3"):   # as during `run.py -m`
         running = GlobalHydra.instance().hydra
@@ -258,7 +258,7 @@ def test_several_sweeps_count_shared_runs_once_and_name_runs_that_cannot_start(
     """As NAME=paper: Fig. 1 (LoRA, d=2, d=4) and Fig. 4 (LoRA, d=2, 3, 4) at r=8 on CoLA, seed 42 share
     3 runs (by hand: 3 + 4 listed, 4 distinct); VTAB without data.path cannot compose: its 2 runs are
     named and counted, and the check goes on."""
-    from tasks import sweeps
+    from tasks.config import sweeps
 
     monkeypatch.setitem(sweeps.SWEEP_SETS, "trio", ("fig1_rank_params", "fig4_r_by_d", "vtab"))
     code = cli.main(["trio", "--gpu-mem", "80", "seed=42", "+sweep/rank=r8",

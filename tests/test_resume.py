@@ -111,7 +111,7 @@ def test_finished_run_is_a_no_op_unless_forced(tmp_path, capsys):
 
 
 def test_resume_skips_a_checkpoint_the_trainer_did_not_finish(tmp_path):
-    from tasks.checkpoints import last_complete_checkpoint, write_marker
+    from tasks.cluster.checkpoints import last_complete_checkpoint, write_marker
 
     assert last_complete_checkpoint(tmp_path / "missing") is None
     for step, complete in [(2, True), (10, True), (12, False), (9, True)]:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from runs import CONF, ROOT, compose, spec_for
 
-from tasks.config import ConfigError, resolve
+from tasks.config.runspec import ConfigError, resolve
 
 
 def options(group: str) -> list[str]:
@@ -25,7 +25,7 @@ def test_groups_offer_the_contract_options():
 
 
 def test_task_options_match_the_data_schema():
-    from tasks.schema import GLUE, VTAB
+    from tasks.facts.tables import GLUE, VTAB
 
     tasks = options("task")
     assert {t for t in tasks if t.startswith("glue/")} == {f"glue/{t}" for t in GLUE}
@@ -192,7 +192,7 @@ def compose_with_hydra(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from tasks.config import register
+    from tasks.config.runspec import register
 
     register()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -205,7 +205,8 @@ def test_resolve_leaves_hydra_out_of_the_recorded_config(tmp_path):
 
 
 def test_identity_ignores_how_a_run_executes(tmp_path):
-    """tasks/identity.py: settings that cannot change the numbers share the run dir and the table cell."""
+    """tasks/config/identity.py: settings that cannot change the numbers share the run dir and the table
+    cell."""
     base = spec_for(["task=glue/cola", "peft=capaboost_lora"], tmp_path)
     for change in ("trainer.eval_batch_size=4", "trainer.grad_accum=2", "trainer.num_workers=1",
                    "trainer.use_cpu=true", "trainer.progress=true", "trainer.save_total_limit=3",

@@ -26,7 +26,7 @@ import os, sys
 sys.path[:0] = [{root!r}]
 from transformers import TrainerCallback
 from tasks.runner import execute
-from tasks.sweeps import compose_runs
+from tasks.config.sweeps import compose_runs
 
 class Die(TrainerCallback):   # SIGKILL once a checkpoint is complete: nothing is cleaned up
     def on_save(self, args, state, control, **kw):
@@ -46,8 +46,8 @@ def status(args: list[str], root: Path) -> list[str]:
 
 
 def test_status_of_a_sweep_and_its_relaunch_command(tmp_path):
+    from tasks.config.sweeps import compose_runs, expand
     from tasks.runner import execute
-    from tasks.sweeps import compose_runs, expand
 
     args = [*SLICE, "trainer.epochs=2", f"runs_root={tmp_path}"]
     specs = {ov[-1] if ov[-1].startswith("seed") else next(o for o in ov if o.startswith("seed=")): spec

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tasks.config import register, resolve
-from tasks.schema import GLUE, VTAB
-from tasks.sweeps import CONF, available, compose_runs, distinct_runs, expand, params_of, sweep_names
+from tasks.config.runspec import register, resolve
+from tasks.config.sweeps import CONF, available, compose_runs, distinct_runs, expand, params_of, sweep_names
+from tasks.facts.tables import GLUE, VTAB
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}
@@ -160,7 +160,8 @@ AUTHORS = {  # sweep: (precision, {method: protocol}, report)
 
 @pytest.mark.slow
 def test_paper_sweeps_run_the_authors_behaviour(specs: dict) -> None:
-    assert set(AUTHORS) == set(sweep_names("paper"))  # a new paper sweep (tasks.sweeps.SWEEP_SETS): add it
+    # a new paper sweep (tasks.config.sweeps.SWEEP_SETS): add it
+    assert set(AUTHORS) == set(sweep_names("paper"))
     for name, (precision, protocols, report) in AUTHORS.items():
         for spec in _specs(name, specs):
             where = f"{name}: {spec.task} {spec.peft} seed {spec.seed}"

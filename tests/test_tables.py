@@ -447,7 +447,7 @@ def test_peft_params_rank_mnli_and_tex(tmp_path: Path) -> None:
 def test_unfinished_runs_are_listed(tmp_path: Path) -> None:
     import socket
 
-    from tasks.runlock import pid_namespace
+    from tasks.cluster.runlock import pid_namespace
 
     runs = tmp_path / "runs"
     put(runs, "done", result("glue/cola", "lora", 42, {"mcc": 0.5}))

@@ -1,7 +1,7 @@
 """The Hydra launcher plugin behind ``hydra/launcher=ray`` (conf/hydra/launcher/ray.yaml).
 
 Hydra imports every module under hydra_plugins at each start, outside ``sys.modules``; this one stays
-small and imports Ray and the driver (tasks/ray_launch.py) only when a sweep is launched.
+small and imports Ray and the driver (tasks/cluster/ray_launch.py) only when a sweep is launched.
 """
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +22,6 @@ class RayRunsLauncher(Launcher):
         self.config = config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from tasks.ray_launch import Driver
+        from tasks.cluster.ray_launch import Driver
 
         return Driver(**self.params).launch(job_overrides, initial_job_idx)

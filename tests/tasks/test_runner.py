@@ -31,7 +31,7 @@ def test_adding_a_sweep_waits_for_the_run_lock_and_keeps_what_the_holder_wrote(t
     """Two sweeps reusing one run at once: the second append happens under the lock, on a fresh read."""
     import threading
 
-    from tasks import runlock
+    from tasks.cluster import runlock
 
     path = tmp_path / "result.json"
     path.write_text(json.dumps({"status": "completed", "sweeps": []}))

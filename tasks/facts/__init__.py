@@ -1,0 +1,1 @@
+"""What each task suite is: names, columns, label spaces, metrics, selection rules, protocols, sizes."""

@@ -1,0 +1,1 @@
+"""One run's pieces on the stock Trainer: backbone, PEFT, evaluation, clipping, device, provenance."""
