@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from preflight import environment
-from tasks.config.sweeps import ROOT
+from tasks import ROOT
 
 
 @dataclass(frozen=True)

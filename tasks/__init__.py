@@ -5,3 +5,6 @@ Sub-packages, lower ones never importing higher ones: ``facts`` (what each task 
 suite's data -> Job and metrics), ``cluster`` (locks, checkpoints, signals, DDP, Ray). Light to
 import: heavy libraries load inside the modules that need them.
 """
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: run.py, conf/, sweeps/, results/

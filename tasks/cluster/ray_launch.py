@@ -36,7 +36,8 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from tasks.config.sweeps import ROOT, varying  # ROOT: the repository, with run.py
+from tasks import ROOT
+from tasks.config.sweeps import varying
 
 HELD, CONFIG_ERROR = 75, 2
 STATES = ("done", "skipped", "failed", "held", "stopped")   # how a run ended, as the summary counts

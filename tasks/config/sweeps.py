@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tasks import ROOT
+
 SWEEPS = ROOT / "sweeps"
 CONF = ROOT / "conf"
 # Names that stand for several sweeps (make preflight / sweep-list / prefetch NAME=paper): every paper

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from tasks import ROOT
+
 OFFICIAL = ROOT / "results" / "prefetch" / "digests.json"   # {"nyu-mll/glue/cola": {"train": ..., ...}}
 _BATCH = 10_000
 

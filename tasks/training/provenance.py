@@ -14,11 +14,11 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import capaboost
+from tasks import ROOT as REPO
 from tasks.config.identity import digest
 from tasks.config.runspec import RunSpec
 from tasks.files import write_text
 
-REPO = Path(__file__).resolve().parents[1]
 WANDB_STEP = "wandb_step.json"
 
 
