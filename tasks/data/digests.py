@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ROOT / "results" / "prefetch" / "digests.json"   # {"nyu-mll/glue/cola": {"train": ..., ...}}
 _BATCH = 10_000
 

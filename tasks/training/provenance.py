@@ -18,7 +18,7 @@ from tasks.config.identity import digest
 from tasks.config.runspec import RunSpec
 from tasks.files import write_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WANDB_STEP = "wandb_step.json"
 
 
