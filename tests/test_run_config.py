@@ -25,7 +25,8 @@ def test_groups_offer_the_contract_options():
 
 
 def test_task_options_match_the_data_schema():
-    from tasks.facts.tables import GLUE, VTAB
+    from tasks.facts.glue import GLUE
+    from tasks.facts.vtab import VTAB
 
     tasks = options("task")
     assert {t for t in tasks if t.startswith("glue/")} == {f"glue/{t}" for t in GLUE}

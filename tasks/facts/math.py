@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.facts.common import Selection, Suite
+
 SOURCE = "huggingface/peft@5d602fdb method_comparison/MetaMathQA"
 METAMATHQA_HUB_ID = "meta-math/MetaMathQA"          # data.py:61, split "train"
 GSM8K_HUB_ID, GSM8K_CONFIG = "openai/gsm8k", "main"  # data.py:65; valid from "train", test = "test" (:67-77)
@@ -52,6 +54,13 @@ class Protocol:
 
 
 PROTOCOL = Protocol()
+# Rows each split holds: train = MetaMathQA's 395,000 after the length filter (93.8% kept, data.py:27-28:
+# ~370,510, approximate; a run reads 5,000 x 4 = 20,000 of them); select = the 50 validation questions
+# (Protocol.valid_size); report = the GSM8K test split. What preflight's costs count.
+TRAIN_ROWS, TEST_ROWS = 370_510, 1_319
+SUITE = Suite(family="math", modality="text", tasks=("gsm8k",), main_metric={"gsm8k": "accuracy"},
+              selection={"gsm8k": Selection(("accuracy",))}, protocols=("peft_metamathqa",),
+              protocol="peft_metamathqa", report_rules=("final_epoch",))
 # Named departures from PEFT's protocol (task.switches.<name>=true); off: PEFT's behaviour.
 SWITCHES = {
     "loss_on_response_only": "labels -100 over the prompt too (PEFT: loss on prompt and response)",
