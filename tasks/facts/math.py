@@ -5,7 +5,7 @@ generated answers. Every value below is what PEFT's code does, with the file and
 at commit 5d602fdb (2026-08-21) of huggingface/peft, folder method_comparison/MetaMathQA/ (``data.py``,
 ``run.py``, ``utils.py``, ``default_training_params.json`` = ``defaults.json`` below). Trainer values
 (lr, batch, steps, ...) flow through the harness's own keys and are set, with the same sources, in
-conf/task/math/gsm8k.yaml. Departures we would choose are named switches, all off by default (SWITCHES).
+conf/family/math.yaml. Departures we would choose are named switches, all off by default (SWITCHES).
 
 Torch-free except ``bucket_order`` (it must sort exactly as PEFT's ``torch.argsort`` does).
 """
