@@ -66,7 +66,8 @@ def _put_real_masks(model: nn.Module, drawn: dict[int, tuple[torch.Tensor, torch
 
 
 def num_outputs(spec: Any) -> int:
-    from tasks.facts.tables import GLUE, VTAB
+    from tasks.facts.glue import GLUE
+    from tasks.facts.vtab import VTAB
 
     if spec.family == "glue":
         return GLUE[spec.dataset].num_labels

@@ -11,41 +11,50 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from preflight import facts
+
+def _split_sizes(spec: Any) -> tuple[int, list[int], float]:
+    """(train rows, dev rows of each dev split, training windows per row) of a GLUE / SQuAD / math task,
+    from its facts (tasks/facts/)."""
+    from tasks.facts import glue, squad
+    from tasks.facts import math as math_facts
+
+    if spec.family == "glue":
+        schema = glue.GLUE[spec.dataset]
+        return schema.train, list(schema.dev), 1.0
+    if spec.family == "squad":
+        sizes = squad.SIZES[spec.dataset]
+        return sizes.train, [sizes.dev], sizes.features_per_example
+    return math_facts.TRAIN_ROWS, [math_facts.PROTOCOL.valid_size, math_facts.TEST_ROWS], 1.0
 
 
 def train_examples(spec: Any) -> int:
-    from tasks.data.load import SELECT_HOLDOUT
-    from tasks.facts.tables import GLUE_LARGE
+    from tasks.facts import glue, vtab
 
-    sizes, limit = facts.load("datasets"), spec.config["data"]["train_limit"]
+    limit = spec.config["data"]["train_limit"]
     if spec.family == "vtab":
-        lists = {"final": "train800val200", "tune": "train800"}
-        return sizes["vtab"]["lists"][lists[spec.protocol]]
-    n = sizes[spec.family][spec.dataset]["train"]
-    if spec.family == "glue" and spec.protocol == "split" and spec.dataset in GLUE_LARGE:
-        n -= SELECT_HOLDOUT
+        return vtab.list_size(spec.dataset, vtab.PROTOCOLS[spec.protocol][0])
+    n, _, per_example = _split_sizes(spec)
+    if spec.family == "glue" and spec.protocol == "split" and spec.dataset in glue.LARGE:
+        n -= glue.SELECT_HOLDOUT
     n = min(n, limit) if limit else n
-    return math.ceil(n * sizes[spec.family][spec.dataset].get("features_per_example", 1.0))
+    return math.ceil(n * per_example)
 
 
 def eval_examples(spec: Any) -> int:
     """Examples scored in one evaluation round (all evaluation splits of the run)."""
-    from tasks.data.load import SELECT_HOLDOUT
-    from tasks.facts.tables import GLUE_LARGE
+    from tasks.facts import glue, vtab
 
-    sizes, limit = facts.load("datasets"), spec.config["data"]["eval_limit"]
-    if spec.family == "vtab":
-        splits = ([sizes["vtab"]["test"][spec.dataset]] if spec.protocol == "final"
-                  else [sizes["vtab"]["lists"]["val200"]])
+    limit = spec.config["data"]["eval_limit"]
+    if spec.family == "vtab":  # select and report (the same list: scored once)
+        splits = [vtab.list_size(spec.dataset, s) for s in dict.fromkeys(vtab.PROTOCOLS[spec.protocol][1:])]
     elif spec.family == "math":
-        return min(sizes["math"][spec.dataset]["dev"][0], limit or math.inf)  # a validation round
+        return min(_split_sizes(spec)[1][0], limit or math.inf)  # a validation round
     else:
-        entry = sizes[spec.family][spec.dataset]
-        dev = [math.ceil(n * entry.get("features_per_example", 1.0)) for n in entry["dev"]]
+        _, dev_rows, per_example = _split_sizes(spec)
+        dev = [math.ceil(n * per_example) for n in dev_rows]
         if spec.family == "glue" and spec.protocol == "split":
             # small tasks: dev halved into select + report; large: 1,000 held-out train examples + dev
-            splits = [SELECT_HOLDOUT, *dev] if spec.dataset in GLUE_LARGE else dev
+            splits = [glue.SELECT_HOLDOUT, *dev] if spec.dataset in glue.LARGE else dev
         else:
             splits = dev  # select is the report split: scored once
     return sum(min(n, limit) if limit else n for n in splits)

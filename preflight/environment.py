@@ -45,7 +45,7 @@ def data_problem(spec: Any) -> str | None:
         if spec.family == "vtab" and not data["hub_id"]:
             return ("no data source: VTAB-1k has no canonical hub dataset; set data.path=<the vtab-1k "
                     "folder with <name>/train800val200.txt, test.txt, images> (or data.hub_id)")
-        # GLUE / SQuAD hub ids are fixed in tasks/facts/tables.py; downloads are not checked offline
+        # GLUE / SQuAD hub ids are fixed in tasks/facts/{glue,squad}.py; downloads are not checked offline
         return None
     return _local_problem(spec.family, spec.dataset, spec.protocol, str(data["path"]))
 

@@ -1,4 +1,5 @@
-"""The data files next to this module (architectures, GPUs, dataset sizes), read once."""
+"""The data files next to this module (architectures, GPUs), read once; dataset sizes are task facts
+(tasks/facts/)."""
 from __future__ import annotations
 
 from functools import cache
@@ -12,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 @cache
 def load(name: str) -> dict[str, Any]:
-    """``architectures`` | ``gpus`` | ``datasets``: the parsed YAML file."""
+    """``architectures`` | ``gpus``: the parsed YAML file."""
     with open(HERE / f"{name}.yaml", encoding="utf-8") as f:
         return yaml.safe_load(f)
 

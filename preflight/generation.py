@@ -36,11 +36,11 @@ class Generation:
 def estimate(spec: Any, config: Any, resident_bytes: int, forward_flops_per_token: float, precision: str,
              target_info: dict[str, Any], rounds: int) -> Generation:
     """``config``: the built model's transformers config; ``precision``: the matmuls' dtype."""
-    from tasks.facts.math import PROTOCOL
+    from tasks.facts.math import PROTOCOL, TEST_ROWS
 
-    sizes, g = facts.load("datasets")["math"][spec.dataset], facts.load("gpus")
+    g = facts.load("gpus")
     limit = spec.config["data"]["eval_limit"]
-    n_valid, n_test = (min(n, limit) if limit else n for n in sizes["dev"])
+    n_valid, n_test = (min(n, limit) if limit else n for n in (PROTOCOL.valid_size, TEST_ROWS))
     batch = spec.config["trainer"]["eval_batch_size"] or spec.hparams["batch_size"]
     new, longest = PROTOCOL.max_new_tokens, PROTOCOL.max_length
     prompt = longest - new

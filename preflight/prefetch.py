@@ -43,7 +43,7 @@ class Need:
 def needs_of(spec: Any) -> list[Need]:
     """What one run downloads: its model (unless model.path, a pip-shipped or a tiny one) and its hub
     dataset (unless data.path or fixtures)."""
-    from tasks.facts.tables import GLUE_HUB_ID, SQUAD_HUB_ID
+    from tasks.facts import glue, squad
 
     model, data, out = spec.config["model"], spec.config["data"], []
     if not model.get("path") and model["kind"] in ("hf", "timm"):
@@ -52,9 +52,9 @@ def needs_of(spec: Any) -> list[Need]:
                         json.dumps(model, sort_keys=True)))
     if data["source"] == "hub":
         if spec.family == "glue":
-            out.append(Need("dataset", f"{GLUE_HUB_ID}/{spec.dataset}", "glue", spec.dataset))
+            out.append(Need("dataset", f"{glue.HUB_ID}/{spec.dataset}", "glue", spec.dataset))
         elif spec.family == "squad":
-            out.append(Need("dataset", SQUAD_HUB_ID[spec.dataset], "squad", spec.dataset))
+            out.append(Need("dataset", squad.HUB_ID[spec.dataset], "squad", spec.dataset))
         elif data["hub_id"]:
             out.append(Need("dataset", data["hub_id"].format(name=spec.dataset), "vtab", spec.dataset,
                             data["hub_id"]))
@@ -73,9 +73,9 @@ def load(need: Need) -> dict[str, Any]:
         models.load_text(cfg, "seq_cls", 2) if need.loader == "text" else models.load_image(cfg, 2)
         return {}
     if need.loader == "vtab":
-        from tasks.facts.tables import VTAB_PROTOCOLS
+        from tasks.facts import vtab
 
-        for protocol in VTAB_PROTOCOLS:
+        for protocol in vtab.PROTOCOLS:
             data.load_vtab(need.arg, "hub", protocol, hub_id=need.hub_id)
         return {}
     raw = data.raw_dataset(need.loader, need.arg, "hub")

@@ -51,8 +51,22 @@ class Layout:
 
 
 def _columns(spec: dict, key: str) -> tuple[Column, ...]:
+    rows = spec.get(key) or ()
+    if isinstance(rows, dict):  # {from_facts: vtab, metric: accuracy}
+        rows = _from_facts(**rows)
     return tuple(Column(c["task"], c["metric"], c["label"], c.get("group"), c.get("note", ""))
-                 for c in spec.get(key) or ())
+                 for c in rows)
+
+
+def _from_facts(from_facts: str, metric: str) -> list[dict]:
+    """One column per task of a suite, in its facts' order, with the facts' table label and group
+    (VTAB-1k: tasks/facts/vtab.py, so its 19 names have one address)."""
+    from tasks.facts import vtab
+
+    if from_facts != "vtab":
+        raise ValueError(f"layouts: columns from_facts={from_facts!r}: only vtab's facts give table labels")
+    return [{"task": f"vtab/{name}", "metric": metric, "label": s.label, "group": s.group}
+            for name, s in vtab.VTAB.items()]
 
 
 @cache

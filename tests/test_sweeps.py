@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from tasks.config.runspec import register, resolve
 from tasks.config.sweeps import CONF, available, compose_runs, distinct_runs, expand, params_of, sweep_names
-from tasks.facts.tables import GLUE, VTAB
+from tasks.facts.glue import GLUE
+from tasks.facts.vtab import VTAB
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_TASKS = {f"glue/{t}" for t in GLUE}

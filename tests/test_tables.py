@@ -395,12 +395,13 @@ def test_no_fig3_without_a_mask_or_density_contrast(tmp_path: Path) -> None:
 
 
 def test_vtab_both_averages(tmp_path: Path) -> None:
-    import yaml
+    from reporting.layout import layouts
 
     runs = tmp_path / "runs"
-    cols = yaml.safe_load((ROOT / "reporting" / "layouts.yaml").read_text())["vtab"]["columns"]
+    cols = layouts()["vtab"].columns
+    assert len(cols) == 19
     for i, c in enumerate(cols):
-        put(runs, f"v{i}", result(c["task"], "lora", 42, {"accuracy": 0.5 + 0.01 * i}, model="vit-b16"))
+        put(runs, f"v{i}", result(c.task, "lora", 42, {"accuracy": 0.5 + 0.01 * i}, model="vit-b16"))
     make_tables([runs], tmp_path / "out", figures=False)
     md = read(tmp_path / "out", "vtab_vit_b16.md")
     head = next(line for line in md.splitlines() if line.startswith("| Method"))
@@ -408,7 +409,7 @@ def test_vtab_both_averages(tmp_path: Path) -> None:
     row = md_row(md, "LoRA")
     groups: dict[str, list[float]] = {}
     for i, c in enumerate(cols):
-        groups.setdefault(c["group"], []).append(50 + i)
+        groups.setdefault(c.group, []).append(50 + i)
     means = {g: sum(v) / len(v) for g, v in groups.items()}
     n = len(cols)
     assert row[1 + n] == f"{means['natural']:.2f} (min n=1)"

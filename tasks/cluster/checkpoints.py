@@ -34,7 +34,7 @@ def _step(folder: Path) -> int | None:
     return int(tail) if folder.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and tail.isdigit() else None
 
 
-def _all(directory: Path) -> list[Path]:
+def newest_first(directory: Path) -> list[Path]:
     """Checkpoint folders, newest (highest step) first."""
     if not directory.is_dir():
         return []
@@ -86,7 +86,7 @@ def problem(folder: Path) -> str | None:
 
 def last_complete_checkpoint(directory: Path) -> str | None:
     """The newest checkpoint whose files match its marker (read-only: nothing is removed)."""
-    return next((str(p) for p in _all(directory) if problem(p) is None), None)
+    return next((str(p) for p in newest_first(directory) if problem(p) is None), None)
 
 
 def resume_point(directory: Path) -> str | None:
@@ -94,7 +94,7 @@ def resume_point(directory: Path) -> str | None:
 
     Call on one process only (rank 0), with the run lock held, before the Trainer starts.
     """
-    folders = _all(directory)
+    folders = newest_first(directory)
     reasons = {folder: problem(folder) for folder in folders}
     chosen = next((folder for folder in folders if reasons[folder] is None), None)
     for folder in folders:
@@ -107,13 +107,13 @@ def resume_point(directory: Path) -> str | None:
 
 def newest_marked(directory: Path) -> str | None:
     """The checkpoint ``resume_point`` chose, for the other DDP ranks (after rank 0 cleaned up)."""
-    return next((str(p) for p in _all(directory) if (p / MARKER).is_file()), None)
+    return next((str(p) for p in newest_first(directory) if (p / MARKER).is_file()), None)
 
 
 def rotate(directory: Path, keep: int) -> list[Path]:
     """Delete all but the ``keep`` newest complete checkpoints, and any broken one older than those."""
     removed, kept = [], 0
-    for folder in _all(directory):
+    for folder in newest_first(directory):
         if kept < keep and (folder / MARKER).is_file():
             kept += 1
             continue

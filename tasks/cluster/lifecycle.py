@@ -149,9 +149,9 @@ def disk_full(error: BaseException, fallback: Path) -> DiskFull | None:
 
 def _writing(run_dir: Path) -> Path:
     """The checkpoint being written (the newest without a marker), for torch.save's pathless error."""
-    from tasks.cluster.checkpoints import CHECKPOINTS, MARKER, _all
+    from tasks.cluster.checkpoints import CHECKPOINTS, MARKER, newest_first
 
-    return next((p for p in _all(run_dir / CHECKPOINTS) if not (p / MARKER).exists()), run_dir)
+    return next((p for p in newest_first(run_dir / CHECKPOINTS) if not (p / MARKER).exists()), run_dir)
 
 
 # --- signals ---------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
 from tasks.config import identity
 from tasks.config.schema import register  # noqa: F401  (re-exported: run.py, tests)
-from tasks.facts.tables import VTAB_PROTOCOLS
+from tasks.facts import vtab
+from tasks.facts.families import FAMILIES
 from tasks.training import baselines
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/training/device.py)
@@ -30,13 +31,12 @@ LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online")
 DATA_SOURCES = ("hub", "fixture")
 MODEL_KINDS = ("hf", "timm", "tiny", "minilm")
-PROTOCOLS = {"glue": ("split", "dev"), "squad": ("dev",), "vtab": ("tune", "final"),
-             "math": ("peft_metamathqa",)}
-MODALITY = {"glue": "text", "squad": "text", "vtab": "image", "math": "text"}
-# task.report: the epoch whose metrics are "best". best_select_epoch: the paper's rule on the select
-# split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it.
-REPORT_RULES = {"glue": ("best_select_epoch", "final_epoch"), "squad": ("best_select_epoch", "final_epoch"),
-                "vtab": ("final_epoch", "best_test_epoch"), "math": ("final_epoch",)}
+# Per family, from its facts (tasks/facts/): task.protocol's choices, the model variant it trains, and
+# task.report's choices (the epoch whose metrics are "best". best_select_epoch: the paper's rule on the
+# select split; final_epoch: the last; best_test_epoch: VTAB's select split IS test, so the name says it).
+PROTOCOLS = {family: suite.protocols for family, suite in FAMILIES.items()}
+MODALITY = {family: suite.modality for family, suite in FAMILIES.items()}
+REPORT_RULES = {family: suite.report_rules for family, suite in FAMILIES.items()}
 # CapaBoostConfig's fields as the config spells them (its ValueError names the field).
 _CONFIG_KEY = {"method": "peft.method", "d": "d", "density": "density", "mask": "mask",
                "mask_seed": "mask_seed", "r": "peft.r", "alpha": "peft.alpha", "dropout": "peft.dropout",
@@ -137,8 +137,7 @@ def _check_harness_values(c: dict[str, Any]) -> None:
         _positive(f"trainer.{key}", trainer[key], integer=True)
     for key in ("train_limit", "eval_limit"):
         _positive(f"data.{key}", data[key], integer=True)
-    if task["family"] == "squad" and task["dataset"] not in ("v1", "v2"):
-        raise ConfigError(f"task.dataset={task['dataset']!r} must be v1 or v2 for squad")
+    _choice("task.dataset", task["dataset"], FAMILIES[task["family"]].tasks)
     _positive("task.eval_every_steps", task["eval_every_steps"], integer=True)
     if task["switches"]:
         from tasks.facts.math import SWITCHES
@@ -233,7 +232,7 @@ def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
     """VTAB-1k has no canonical hub dataset: without data.path (or data.hub_id) a run cannot start."""
     if task["family"] != "vtab" or data["source"] == "fixture":
         return
-    lists = [f"{name}.txt" for name in dict.fromkeys(VTAB_PROTOCOLS[task["protocol"]])]
+    lists = [f"{name}.txt" for name in dict.fromkeys(vtab.PROTOCOLS[task["protocol"]])]
     if data["source"] == "hub" and not data["hub_id"]:
         raise ConfigError(f"data.path is not set: VTAB-1k has no canonical hub dataset; set data.path=<dir> "
                           f"of the pre-split VTAB-1k folders (<dir>/{task['dataset']}/{' '.join(lists)})")

@@ -157,18 +157,26 @@ def job_name(sweep: str | None) -> str:
 
 
 def register_resolvers() -> None:
-    """``${job_name:...}`` (conf/hydra/launcher/slurm.yaml). Also done on import, so that any process
-    that reads a launcher config (a submitit job unpickling its call included) can resolve it."""
+    """``${job_name:...}`` (conf/hydra/launcher/slurm.yaml) and ``${tasks:<family>}`` (sweeps). Also done
+    on import, so that any process that reads a launcher config (a submitit job unpickling its call
+    included) can resolve it."""
     from omegaconf import OmegaConf
 
+    from tasks.config.tasks import tasks_resolver
+
     OmegaConf.register_new_resolver("job_name", job_name, replace=True)
+    OmegaConf.register_new_resolver("tasks", tasks_resolver, replace=True)
 
 
 def register() -> None:
-    """Make the schema available to Hydra as ``base_config``, and the launchers' ``${job_name:...}``."""
+    """Make the schema available to Hydra as ``base_config``, the task options (tasks.config.tasks), and
+    the resolvers."""
     from hydra.core.config_store import ConfigStore
 
+    from tasks.config.tasks import register_tasks
+
     ConfigStore.instance().store(name="base_config", node=Config)
+    register_tasks()
     register_resolvers()
 
 

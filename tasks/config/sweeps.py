@@ -71,7 +71,20 @@ def params_of(name: str, sweeps_dir: Path = SWEEPS) -> dict[str, str]:
         if isinstance(value, (bool, list, dict)) or value is None:
             raise ValueError(f"{path}: hydra.sweeper.params.{key} must be a comma-separated string, "
                              f"got {value!r}")
-    return {str(k): str(v) for k, v in params.items()}
+    return {str(k): _resolved(str(v)) for k, v in params.items()}
+
+
+def _resolved(value: str) -> str:
+    """A value as Hydra's sweeper gets it: interpolations resolved (``${tasks:vtab}`` -> every VTAB task,
+    tasks.config.tasks)."""
+    if "${" not in value:
+        return value
+    from omegaconf import OmegaConf
+
+    from tasks.config.schema import register_resolvers
+
+    register_resolvers()
+    return str(OmegaConf.create({"value": value}).value)
 
 
 def expand(name: str, extra: list[str] | None = None, sweeps_dir: Path = SWEEPS) -> list[list[str]]:
@@ -96,8 +109,10 @@ def varying(batch: Sequence[Sequence[str]]) -> list[str]:
 
 def is_group(key: str, conf: Path = CONF) -> bool:
     """A config-group override (model=..., hydra/launcher=...) picks files; others set values."""
+    from tasks.config.tasks import stored_group
+
     key = key.lstrip("+~")
-    return (conf / key).is_dir() or key.startswith("hydra/")
+    return (conf / key).is_dir() or key.startswith("hydra/") or stored_group(key)
 
 
 def compose_runs(name: str, extra: list[str] | None = None,

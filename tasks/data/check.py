@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from tasks.config.runspec import RunSpec
-from tasks.facts.tables import GLUE, VTAB
+from tasks.facts.glue import GLUE
+from tasks.facts.vtab import VTAB
 
 
 class DataError(ValueError):
@@ -36,7 +37,7 @@ def load(spec: RunSpec, loader: Callable[[RunSpec], Any]) -> Any:
 
 
 def schema_problem(spec: RunSpec, raw: Any) -> str | None:
-    """Why the loaded splits do not fit the task's schema (tasks/facts/tables.py), or None."""
+    """Why the loaded splits do not fit the task's schema (tasks/facts/), or None."""
     texts: tuple[str, ...] = ()
     labels: tuple[int, tuple[float, float] | None] | None = None  # (num_labels, score range)
     if spec.family == "glue":

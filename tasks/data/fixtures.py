@@ -15,7 +15,10 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from tasks.facts.tables import GLUE, SQUAD_VERSIONS, VTAB
+from tasks.data import features as hub_features
+from tasks.facts.glue import GLUE
+from tasks.facts.squad import VERSIONS as SQUAD_VERSIONS
+from tasks.facts.vtab import VTAB
 
 N_TRAIN, N_DEV = 64, 32
 N_SQUAD_TRAIN, N_SQUAD_DEV = 48, 24
@@ -74,13 +77,7 @@ def _glue_split(task: str, split: str, n: int, genre: str) -> datasets.Dataset:
         rows["label"].append(label)
     order = rng.permutation(n)  # labels interleaved but not periodic
     rows = {k: [v[j] for j in order] if k != "idx" else v for k, v in rows.items()}
-    label_feature = (datasets.Value("float32") if schema.is_regression
-                     else datasets.ClassLabel(names=list(schema.label_names)))
-    features = {first: datasets.Value("string")}
-    if second is not None:
-        features[second] = datasets.Value("string")
-    features.update(label=label_feature, idx=datasets.Value("int32"))
-    return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+    return datasets.Dataset.from_dict(rows, features=hub_features.glue(task))
 
 
 @cache
@@ -141,12 +138,7 @@ def _squad_split(version: str, split: str, n: int) -> datasets.Dataset:
         rows["context"].append(context)
         rows["question"].append(question.format(**slots))
         rows["answers"].append(answers)
-    features = datasets.Features({
-        "id": datasets.Value("string"), "title": datasets.Value("string"),
-        "context": datasets.Value("string"), "question": datasets.Value("string"),
-        "answers": {"text": datasets.List(datasets.Value("string")),
-                    "answer_start": datasets.List(datasets.Value("int32"))}})
-    return datasets.Dataset.from_dict(rows, features=features)
+    return datasets.Dataset.from_dict(rows, features=hub_features.squad())
 
 
 @cache
@@ -176,9 +168,7 @@ def _vtab_split(name: str, split: str, n: int) -> datasets.Dataset:
     rng = _rng("vtab", name, split)
     labels = [int(x) for x in rng.permutation(np.arange(n) % num_classes)]
     images = [vtab_image(label, num_classes, rng) for label in labels]
-    features = datasets.Features({"image": datasets.Image(mode="RGB"),
-                                  "label": datasets.ClassLabel(num_classes=num_classes)})
-    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=hub_features.vtab(name))
 
 
 @cache

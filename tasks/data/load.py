@@ -35,34 +35,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
 
-from tasks.data import fixtures, original_formats
-from tasks.data.cache import cached
-from tasks.data.original_formats import _SQUAD_JSON, _TSV, _TSV_FILES, read_glue_tsv
-from tasks.data.vtab_folders import _dataset_folder, load_vtab
-from tasks.facts.tables import (
-    GLUE,
-    GLUE_HUB_ID,
-    GLUE_LARGE,
-    SQUAD_COLUMNS,
-    SQUAD_HUB_ID,
-    SQUAD_VERSIONS,
-    VTAB_PROTOCOLS,
-)
+from tasks.data import fixtures
+from tasks.data.original_formats import glue_local, is_saved_dict, read_glue_tsv, squad_local
+from tasks.data.vtab_folders import dataset_folder, load_vtab
+from tasks.facts import glue, squad, vtab
+from tasks.facts.glue import GLUE, SELECT_HOLDOUT
 
 __all__ = ["load_glue", "load_squad", "load_vtab", "load_math", "permutation", "apply_glue_protocol",
            "read_glue_tsv", "raw_dataset", "read_splits", "path_digests", "GLUE_PROTOCOLS", "SELECT_HOLDOUT"]
 
 log = logging.getLogger(__name__)
 
-GLUE_PROTOCOLS = ("split", "dev")
-SELECT_HOLDOUT = 1000  # training examples held out for selection (large tasks, "split")
+GLUE_PROTOCOLS = glue.PROTOCOLS  # tasks.facts.glue holds these two; named here for this module's users
 
 
 def permutation(n: int, seed: int) -> list[int]:
@@ -110,28 +100,12 @@ def _limit(train: datasets.Dataset, train_limit: int | None, seed: int, permuted
 
 # --- GLUE ----------------------------------------------------------------------------------------------
 
-def _is_saved_dict(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file()
-
-
-def _glue_local(task: str, root: Path) -> datasets.DatasetDict:
-    """A save_to_disk dir or GLUE TSV dir, given directly or as the parent of ``<task>``/``<GLUE folder>``."""
-    for candidate in (root, root / task, root / _TSV[task].folder):
-        if _is_saved_dict(candidate):
-            return datasets.load_from_disk(str(candidate))
-        if (candidate / "train.tsv").is_file():  # parsed once, then Arrow: see tasks.data.cache
-            files = [candidate / _TSV_FILES[split] for split in ("train", *GLUE[task].dev_splits)]
-            return cached(f"glue-{task}", files, partial(read_glue_tsv, task, candidate))
-    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor GLUE TSVs for {task} "
-                     f"(looked in ., {task}/, {_TSV[task].folder}/)")
-
-
 def _glue_raw(task: str, source: str | Path) -> datasets.DatasetDict:
     if source == "hub":
-        return datasets.load_dataset(GLUE_HUB_ID, task)
+        return datasets.load_dataset(glue.HUB_ID, task)
     if source == "fixture":
         return fixtures.glue_raw(task)
-    return _glue_local(task, Path(source))
+    return glue_local(task, Path(source))
 
 
 def _check_glue(task: str, protocol: str, seed: Any, train_limit: Any, source: Any) -> None:
@@ -159,7 +133,7 @@ def _glue_protocol(task: str, raw: datasets.DatasetDict, protocol: str, seed: in
     permuted = False
     if protocol == "dev":
         select = report = dev
-    elif task in GLUE_LARGE:
+    elif task in glue.LARGE:
         order = permutation(len(train), seed)
         k = holdout_size(len(train))
         if k < SELECT_HOLDOUT:
@@ -185,34 +159,19 @@ def load_glue(task: str, source: str | Path = "hub", protocol: str = "split", se
 
 # --- SQuAD ---------------------------------------------------------------------------------------------
 
-
-
-def _squad_local(version: str, root: Path) -> datasets.DatasetDict:
-    hub_name = SQUAD_HUB_ID[version].split("/")[-1]
-    for candidate in (root, root / hub_name, root / version):
-        if _is_saved_dict(candidate):
-            return datasets.load_from_disk(str(candidate))
-        train_json, dev_json = (candidate / name for name in _SQUAD_JSON[version])
-        if train_json.is_file() and dev_json.is_file():
-            files = [train_json, dev_json]
-            return cached(f"squad-{version}", files, partial(original_formats.squad_json, *files))
-    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor {_SQUAD_JSON[version]} "
-                     f"(looked in ., {hub_name}/, {version}/)")
-
-
 def load_squad(version: str, source: str | Path = "hub", seed: int = 42,
                train_limit: int | None = None) -> datasets.DatasetDict:
     """SQuAD v1.1 / v2.0. The paper reports the dev set and selects on it: select = report = validation."""
-    if version not in SQUAD_VERSIONS:
-        raise ValueError(f"version must be one of {SQUAD_VERSIONS}, got {version!r}")
+    if version not in squad.VERSIONS:
+        raise ValueError(f"version must be one of {squad.VERSIONS}, got {version!r}")
     _check_common(seed, train_limit, source)
     if source == "hub":
-        raw = datasets.load_dataset(SQUAD_HUB_ID[version])
+        raw = datasets.load_dataset(squad.HUB_ID[version])
     elif source == "fixture":
         raw = fixtures.squad_raw(version)
     else:
-        raw = _squad_local(version, Path(source))
-    _require(raw, ("train", "validation"), SQUAD_COLUMNS, f"SQuAD {version}")
+        raw = squad_local(version, Path(source))
+    _require(raw, ("train", "validation"), squad.COLUMNS, f"SQuAD {version}")
     return datasets.DatasetDict({"train": _limit(raw["train"], train_limit, seed, permuted=False),
                                  "select": raw["validation"], "report": raw["validation"]})
 
@@ -223,7 +182,7 @@ def _math_local(root: Path, name: str) -> datasets.DatasetDict:
     from tasks.facts.math import LOCAL_FOLDERS, local_problem
 
     for folder in LOCAL_FOLDERS[name]:
-        if _is_saved_dict(root / folder):
+        if is_saved_dict(root / folder):
             return datasets.load_from_disk(str(root / folder))
     raise ValueError(local_problem(str(root)))
 
@@ -270,8 +229,8 @@ def raw_dataset(family: str, dataset: str, source: str | Path) -> datasets.Datas
     if family == "glue":
         return _glue_raw(dataset, source)
     if source == "hub":
-        return datasets.load_dataset(SQUAD_HUB_ID[dataset])
-    return fixtures.squad_raw(dataset) if source == "fixture" else _squad_local(dataset, Path(source))
+        return datasets.load_dataset(squad.HUB_ID[dataset])
+    return fixtures.squad_raw(dataset) if source == "fixture" else squad_local(dataset, Path(source))
 
 
 def path_digests(family: str, dataset: str, protocol: str, path: str) -> dict[str, str]:
@@ -280,7 +239,7 @@ def path_digests(family: str, dataset: str, protocol: str, path: str) -> dict[st
     from tasks.data.digests import split_digests
 
     if family == "vtab":
-        folder = _dataset_folder(dataset, Path(path))
+        folder = dataset_folder(dataset, Path(path))
         return {split: hashlib.sha256((folder / f"{split}.txt").read_bytes()).hexdigest()[:16]
-                for split in dict.fromkeys(VTAB_PROTOCOLS[protocol])}
+                for split in dict.fromkeys(vtab.PROTOCOLS[protocol])}
     return split_digests(raw_dataset(family, dataset, path), read_splits(family, dataset))

@@ -1,5 +1,7 @@
-"""The original downloads users carry to offline clusters (GLUE TSV folders, SQuAD JSON files), read as
-the hub datasets' splits and columns so every loader downstream sees one schema."""
+"""The local copies users carry to offline clusters (a ``save_to_disk`` folder, or the original downloads:
+GLUE TSV folders, SQuAD JSON files), found under a data path and read as the hub datasets' splits and
+columns so every loader downstream sees one schema. The TSV and JSON files are parsed once and kept as
+Arrow in the datasets cache (``tasks.data.cache``)."""
 from __future__ import annotations
 
 import csv
@@ -7,12 +9,15 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import datasets
 
-from tasks.data import fixtures
-from tasks.facts.tables import GLUE, SQUAD_COLUMNS
+from tasks.data import features
+from tasks.data.cache import cached
+from tasks.facts import squad
+from tasks.facts.glue import GLUE
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +47,37 @@ _TSV_FILES = {"train": "train.tsv", "validation": "dev.tsv",
               "validation_matched": "dev_matched.tsv", "validation_mismatched": "dev_mismatched.tsv"}
 
 
-def _glue_features(task: str) -> datasets.Features:
-    schema = GLUE[task]
-    features = {k: datasets.Value("string") for k in schema.keys if k is not None}
-    features["label"] = (datasets.Value("float32") if schema.is_regression
-                         else datasets.ClassLabel(names=list(schema.label_names)))
-    features["idx"] = datasets.Value("int32")
-    return datasets.Features(features)
+def is_saved_dict(path: Path) -> bool:
+    """A ``DatasetDict.save_to_disk`` folder."""
+    return (path / "dataset_dict.json").is_file()
+
+
+def glue_local(task: str, root: Path) -> datasets.DatasetDict:
+    """A save_to_disk dir or GLUE TSV dir, given directly or as the parent of ``<task>``/``<GLUE folder>``
+    (the GLUE download's folder name: ``CoLA/``, ``SST-2/``, ``STS-B/``, ...)."""
+    for candidate in (root, root / task, root / _TSV[task].folder):
+        if is_saved_dict(candidate):
+            return datasets.load_from_disk(str(candidate))
+        if (candidate / "train.tsv").is_file():
+            files = [candidate / _TSV_FILES[split] for split in ("train", *GLUE[task].dev_splits)]
+            return cached(f"glue-{task}", files, partial(read_glue_tsv, task, candidate))
+    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor GLUE TSVs for {task} "
+                     f"(looked in ., {task}/, {_TSV[task].folder}/)")
+
+
+def squad_local(version: str, root: Path) -> datasets.DatasetDict:
+    """A save_to_disk dir or the official JSON files, directly or under the hub name's folder
+    (``squad/``, ``squad_v2/``) or ``v1/`` / ``v2/``."""
+    hub_name = squad.HUB_ID[version].split("/")[-1]
+    for candidate in (root, root / hub_name, root / version):
+        if is_saved_dict(candidate):
+            return datasets.load_from_disk(str(candidate))
+        train_json, dev_json = (candidate / name for name in squad.JSON_FILES[version])
+        if train_json.is_file() and dev_json.is_file():
+            files = [train_json, dev_json]
+            return cached(f"squad-{version}", files, partial(squad_json, *files))
+    raise ValueError(f"source: {root} holds neither a save_to_disk DatasetDict nor "
+                     f"{squad.JSON_FILES[version]} (looked in ., {hub_name}/, {version}/)")
 
 
 def _column_index(column: str | int, header: list[str] | None, path: Path) -> int:
@@ -71,7 +100,7 @@ def _read_tsv(task: str, path: Path) -> datasets.Dataset:
                          ) from None
     if not rows["idx"]:
         raise ValueError(f"{path}: no rows read")
-    return datasets.Dataset.from_dict(rows, features=_glue_features(task))
+    return datasets.Dataset.from_dict(rows, features=features.glue(task))
 
 
 def _read_rows(task: str, path: Path, reader: Iterator[list[str]], rows: dict[str, list]) -> None:
@@ -114,12 +143,9 @@ def read_glue_tsv(task: str, directory: str | Path) -> datasets.DatasetDict:
     return datasets.DatasetDict(splits)
 
 
-_SQUAD_JSON = {"v1": ("train-v1.1.json", "dev-v1.1.json"), "v2": ("train-v2.0.json", "dev-v2.0.json")}
-
-
 def _read_squad_json(path: Path) -> datasets.Dataset:
     """The official SQuAD JSON (data -> paragraphs -> qas) flattened to the hub's columns."""
-    rows: dict[str, list] = {c: [] for c in SQUAD_COLUMNS}
+    rows: dict[str, list] = {c: [] for c in squad.COLUMNS}
     try:
         articles = json.loads(path.read_text(encoding="utf-8"))["data"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
@@ -135,7 +161,7 @@ def _read_squad_json(path: Path) -> datasets.Dataset:
                 rows["question"].append(qa["question"])
                 rows["answers"].append({"text": [a["text"] for a in answers],
                                         "answer_start": [int(a["answer_start"]) for a in answers]})
-    return datasets.Dataset.from_dict(rows, features=fixtures.squad_raw("v1")["train"].features)
+    return datasets.Dataset.from_dict(rows, features=features.squad())
 
 
 def squad_json(train: Path, dev: Path) -> datasets.DatasetDict:

@@ -1,6 +1,6 @@
 """VTAB-1k from the pre-split image-list folders (the NOAH / VPT ``vtab-1k`` release), the hub or fixtures.
 
-Folder layout, one folder per dataset (names as in ``tasks.facts.tables.VTAB``)::
+Folder layout, one folder per dataset (names as in ``tasks.facts.vtab.VTAB``)::
 
     <root>/<name>/train800.txt  val200.txt  train800val200.txt  test.txt  images/...
 
@@ -21,13 +21,8 @@ from pathlib import Path
 
 import datasets
 
-from tasks.data import fixtures
-from tasks.facts.tables import VTAB, VTAB_PROTOCOLS
-
-
-def _features(name: str) -> datasets.Features:
-    return datasets.Features({"image": datasets.Image(mode="RGB"),
-                              "label": datasets.ClassLabel(num_classes=VTAB[name].num_classes)})
+from tasks.data import features, fixtures
+from tasks.facts.vtab import PROTOCOLS, VTAB
 
 
 def read_image_list(name: str, folder: Path, split: str) -> datasets.Dataset:
@@ -53,10 +48,11 @@ def read_image_list(name: str, folder: Path, split: str) -> datasets.Dataset:
         labels.append(label)
     if not paths:
         raise ValueError(f"{list_file}: empty list")
-    return datasets.Dataset.from_dict({"image": paths, "label": labels}, features=_features(name))
+    return datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features.vtab(name))
 
 
-def _dataset_folder(name: str, root: Path) -> Path:
+def dataset_folder(name: str, root: Path) -> Path:
+    """The folder of ``name``'s image lists: ``root/<name>`` or ``root`` itself."""
     for candidate in (root / name, root):
         if (candidate / "train800.txt").is_file() or (candidate / "train800val200.txt").is_file():
             return candidate
@@ -75,13 +71,13 @@ def load_vtab(name: str, source: str | Path = "hub", protocol: str = "tune", see
     """
     if name not in VTAB:
         raise ValueError(f"name must be one of {sorted(VTAB)}, got {name!r}")
-    if protocol not in VTAB_PROTOCOLS:
-        raise ValueError(f"protocol must be one of {tuple(VTAB_PROTOCOLS)}, got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if not isinstance(source, str | Path) or not str(source):
         raise ValueError(f"source must be 'hub', 'fixture' or a local path, got {source!r}")
-    roles = VTAB_PROTOCOLS[protocol]
+    roles = PROTOCOLS[protocol]
     needed = tuple(dict.fromkeys(roles))
     if source == "fixture":
         raw = fixtures.vtab_raw(name)
@@ -97,7 +93,7 @@ def load_vtab(name: str, source: str | Path = "hub", protocol: str = "tune", see
         root = Path(source)
         if not root.exists():
             raise ValueError(f"source: local path {str(source)!r} does not exist (or use 'hub' / 'fixture')")
-        folder = _dataset_folder(name, root)
+        folder = dataset_folder(name, root)
         lists = {split: read_image_list(name, folder, split) for split in needed}
     for split, ds in lists.items():
         missing = {"image", "label"} - set(ds.column_names)

@@ -5,7 +5,7 @@ generated answers. Every value below is what PEFT's code does, with the file and
 at commit 5d602fdb (2026-08-21) of huggingface/peft, folder method_comparison/MetaMathQA/ (``data.py``,
 ``run.py``, ``utils.py``, ``default_training_params.json`` = ``defaults.json`` below). Trainer values
 (lr, batch, steps, ...) flow through the harness's own keys and are set, with the same sources, in
-conf/task/math/gsm8k.yaml. Departures we would choose are named switches, all off by default (SWITCHES).
+conf/family/math.yaml. Departures we would choose are named switches, all off by default (SWITCHES).
 
 Torch-free except ``bucket_order`` (it must sort exactly as PEFT's ``torch.argsort`` does).
 """
@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from tasks.facts.common import Selection, Suite
 
 SOURCE = "huggingface/peft@5d602fdb method_comparison/MetaMathQA"
 METAMATHQA_HUB_ID = "meta-math/MetaMathQA"          # data.py:61, split "train"
@@ -52,6 +54,13 @@ class Protocol:
 
 
 PROTOCOL = Protocol()
+# Rows each split holds: train = MetaMathQA's 395,000 after the length filter (93.8% kept, data.py:27-28:
+# ~370,510, approximate; a run reads 5,000 x 4 = 20,000 of them); select = the 50 validation questions
+# (Protocol.valid_size); report = the GSM8K test split. What preflight's costs count.
+TRAIN_ROWS, TEST_ROWS = 370_510, 1_319
+SUITE = Suite(family="math", modality="text", tasks=("gsm8k",), main_metric={"gsm8k": "accuracy"},
+              selection={"gsm8k": Selection(("accuracy",))}, protocols=("peft_metamathqa",),
+              protocol="peft_metamathqa", report_rules=("final_epoch",))
 # Named departures from PEFT's protocol (task.switches.<name>=true); off: PEFT's behaviour.
 SWITCHES = {
     "loss_on_response_only": "labels -100 over the prompt too (PEFT: loss on prompt and response)",

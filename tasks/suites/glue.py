@@ -28,8 +28,8 @@ def load(spec: RunSpec) -> Any:
 
 
 def prepare(spec: RunSpec, raw: Any = None) -> Job:
-    from tasks.facts.tables import GLUE
-    from tasks.suites.metrics import glue_metrics, selection_score
+    from tasks.facts.glue import GLUE
+    from tasks.suites.metrics import glue_metrics
 
     task, schema, data = spec.dataset, GLUE[spec.dataset], spec.config["data"]
     max_length = spec.hparams["max_seq_length"]
@@ -49,5 +49,5 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
     evals, aliases = eval_splits(raw, data["eval_limit"], lambda ds: EvalSplit(tokenised(ds), scorer))
     return Job(model=model, train=tokenised(raw["train"]), evals=evals,
                collator=DataCollatorWithPadding(tokenizer), label_names=["labels"],
-               select_score=partial(selection_score, task), selection_metric=schema.selection,
+               select_score=schema.selection.score, selection_metric=schema.selection.name,
                aliases=aliases)

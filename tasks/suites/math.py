@@ -186,7 +186,8 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
 
     collator = CausalCollator(tokenizer.pad_token_id, response_only)
     return Job(model=model, train=train, evals=evals, collator=collator, label_names=["labels"],
-               select_score=lambda m: m["accuracy"], selection_metric="accuracy",
+               select_score=mp.SUITE.selection[spec.dataset].score,
+               selection_metric=mp.SUITE.selection[spec.dataset].name,
                evaluator=evaluator, train_sampling="random" if shuffle else "sequential", finish=finish,
                frozen_dtype=mp.frozen_dtype(spec.config["model"]))
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from tasks.facts.tables import GLUE
+from tasks.facts.glue import GLUE
 
 
 def _schema(task: str):
@@ -71,14 +71,12 @@ def glue_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:
 
 
 def selection_score(task: str, metrics: Mapping[str, float]) -> float:
-    """The official best-epoch criterion: CoLA MCC; STS-B mean(P, S); MRPC/QQP mean(acc, F1); else acc."""
-    rule = _schema(task).selection
-    match = re.fullmatch(r"mean\((\w+),(\w+)\)", rule)
-    names = match.groups() if match else (rule,)
-    missing = [n for n in names if n not in metrics]
-    if missing:
-        raise ValueError(f"{task}: selection needs metrics {missing}, got {sorted(metrics)}")
-    return float(sum(float(metrics[n]) for n in names) / len(names))
+    """The official best-epoch criterion (tasks.facts.glue): CoLA MCC; STS-B mean(P, S); MRPC/QQP
+    mean(acc, F1); else acc."""
+    try:
+        return _schema(task).selection.score(metrics)
+    except ValueError as error:
+        raise ValueError(f"{task}: {error}") from None
 
 
 def vtab_metrics(predictions: Any, labels: Any) -> dict[str, float]:

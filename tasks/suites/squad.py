@@ -31,6 +31,7 @@ def load(spec: RunSpec) -> Any:
 
 
 def prepare(spec: RunSpec, raw: Any = None) -> Job:
+    from tasks.facts.families import selection
     from tasks.suites.metrics import squad_metrics
     from tasks.suites.squad_features import (
         postprocess_predictions,
@@ -38,7 +39,7 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
         prepare_train_features,
     )
 
-    data, hp = spec.config["data"], spec.hparams
+    data, hp, rule = spec.config["data"], spec.hparams, selection(spec.family, spec.dataset)
     version_2 = spec.dataset == "v2"
     raw = load(spec) if raw is None else raw
     corpus = (text for column in ("question", "context") for text in raw["train"][column])
@@ -62,4 +63,4 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
     evals, aliases = eval_splits(raw, data["eval_limit"], split)
     train = raw["train"].map(train_fn, batched=True, remove_columns=raw["train"].column_names)
     return Job(model=model, train=train, evals=evals, collator=default_data_collator, label_names=LABELS,
-               select_score=lambda m: m["f1"], selection_metric="f1", aliases=aliases)
+               select_score=rule.score, selection_metric=rule.name, aliases=aliases)

@@ -29,9 +29,10 @@ def load(spec: RunSpec) -> Any:
 def prepare(spec: RunSpec, raw: Any = None) -> Job:
     from torchvision import transforms
 
-    from tasks.facts.tables import VTAB
+    from tasks.facts.families import selection
+    from tasks.facts.vtab import VTAB
 
-    data = spec.config["data"]
+    data, rule = spec.config["data"], selection(spec.family, spec.dataset)
     raw = load(spec) if raw is None else raw
     model, prep = models.load_image(spec.config["model"], VTAB[spec.dataset].num_classes)
     size = prep["image_size"]
@@ -47,4 +48,4 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
                                  lambda ds: EvalSplit(ds.with_transform(to_inputs), accuracy))
     return Job(model=model, train=raw["train"].with_transform(to_inputs), evals=evals,
                collator=default_data_collator, label_names=["labels"],
-               select_score=lambda m: m["accuracy"], selection_metric="accuracy", aliases=aliases)
+               select_score=rule.score, selection_metric=rule.name, aliases=aliases)

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from tasks.data import fixtures
-from tasks.facts.tables import GLUE, VTAB
+from tasks.facts.glue import GLUE
+from tasks.facts.vtab import VTAB
 
-HUB_COLUMNS = {  # nyu-mll/glue column order, written out independently of tasks.facts.tables
+HUB_COLUMNS = {  # nyu-mll/glue column order, written out independently of tasks.facts.glue
     "cola": ["sentence", "label", "idx"], "sst2": ["sentence", "label", "idx"],
     "mrpc": ["sentence1", "sentence2", "label", "idx"], "qqp": ["question1", "question2", "label", "idx"],
     "stsb": ["sentence1", "sentence2", "label", "idx"], "mnli": ["premise", "hypothesis", "label", "idx"],

@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import rankdata
 
 from tasks.data.fixtures import squad_raw
-from tasks.facts.tables import GLUE
+from tasks.facts.glue import GLUE
 from tasks.suites.metrics import glue_metrics, normalize_answer, selection_score, squad_metrics, vtab_metrics
 
 
