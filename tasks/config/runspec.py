@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
 from tasks.config import identity
-from tasks.config.schema import register  # noqa: F401  (re-exported: run.py, tests)
+from tasks.config.schema import PEFT_FROM_RECIPE, TRAINER_FROM_RECIPE, register  # noqa: F401 (register: run.py)
 from tasks.facts.tables import VTAB_PROTOCOLS
 from tasks.training import baselines
 
@@ -244,16 +244,10 @@ def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
                               f"{task['dataset']} (looked in {task['dataset']}/ and .)")
 
 
-# Trainer keys the recipe supplies (None on the command line = take the recipe's value).
-_FROM_RECIPE = ("epochs", "lr", "batch_size", "max_seq_length", "doc_stride", "warmup_ratio", "warmup_steps",
-                "weight_decay")
-_PEFT_FROM_RECIPE = ("r", "alpha", "reduction_factor", "prefix_length", "prefix_hidden")
-
-
 def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
     """The recipe for this (model, task, method), overridden by whatever the command line set."""
     trainer, peft = c["trainer"], c["peft"]
-    overrides = {k: trainer[k] for k in _FROM_RECIPE} | {k: peft[k] for k in _PEFT_FROM_RECIPE}
+    overrides = {k: trainer[k] for k in TRAINER_FROM_RECIPE} | {k: peft[k] for k in PEFT_FROM_RECIPE}
     recipe = {k: v for k, v in c["recipe"][method].items() if k != "protocol"}  # protocol: task.protocol's
     hparams = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
     hparams.update(max_steps=trainer["max_steps"], grad_accum=trainer["grad_accum"],
@@ -323,7 +317,7 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     baseline = baselines.is_baseline(peft["method"])
     cb = _baseline_config(c, hparams) if baseline else _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]
-    ident = identity.identity(c, peft["name"], cb, hparams, _FROM_RECIPE)
+    ident = identity.identity(c, peft["name"], cb, hparams, TRAINER_FROM_RECIPE)
     run_dir = identity.run_dir(c["runs_root"], ident, c["seed"])
     _check_run_tree(Path(run_dir))
     return RunSpec(task=task["name"], family=task["family"], dataset=task["dataset"],
