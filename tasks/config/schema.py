@@ -37,7 +37,7 @@ class ModelConf:
 @dataclass
 class PeftConf:
     name: str = MISSING
-    # lora | padapter | prefix | a baseline (tasks/training/baselines.py)
+    # lora | padapter | prefix | a baseline (tasks/config/methods.py)
     method: str = MISSING
     capaboost: bool = True                # False: vanilla, d=1 and density=1 whatever the top level says
     r: int | None = None                  # None: the recipe's value
