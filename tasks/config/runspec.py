@@ -19,7 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
 from tasks.config import identity, methods
-from tasks.config.schema import PEFT_FROM_RECIPE, TRAINER_FROM_RECIPE, register  # noqa: F401 (register: run.py)
+from tasks.config.schema import (  # noqa: F401 (register: run.py)
+    PEFT_FROM_RECIPE,
+    TINY_VOCAB,
+    TRAINER_FROM_RECIPE,
+    register,
+)
 from tasks.facts.tables import VTAB_PROTOCOLS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/training/device.py)
@@ -304,6 +309,8 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     _check_harness_values(c)
     model, peft, task = c["model"], c["peft"], c["task"]
     modality, backbone = _backbone(model, peft, task)
+    if model["kind"] == "tiny" and "text" in model["backbones"] and model["vocab_size"] is None:
+        model["vocab_size"] = TINY_VOCAB  # recorded, so result.json and the identity carry the size used
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
     if task["family"] == "math" and c["data"]["source"] == "path":

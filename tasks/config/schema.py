@@ -17,6 +17,11 @@ from omegaconf import MISSING
 
 from capaboost.config import CapaBoostConfig
 
+# A tiny text model's vocabulary cap (model.vocab_size=None takes it; resolve records the value used): its
+# word tokenizer keeps this many of the task's most frequent training words, special tokens included (the
+# fixtures have fewer): enough for smoke tests, with an embedding that stays small on CPU.
+TINY_VOCAB = 2000
+
 
 @dataclass
 class ModelConf:
@@ -31,7 +36,7 @@ class ModelConf:
     intermediate_size: int | None = None
     image_size: int | None = None         # images: input resolution
     patch_size: int | None = None
-    vocab_size: int | None = None         # tiny text: cap of the locally built word vocabulary
+    vocab_size: int | None = None         # tiny text: cap of the built word vocabulary (None: TINY_VOCAB)
 
 
 @dataclass
