@@ -94,8 +94,8 @@ def test_deberta_recipe_and_protocol(tmp_path):
 
 
 def test_pairs_without_a_recipe_file_take_the_schemas_fallback(tmp_path):
-    """MiniLM on GLUE has no recipe file: the schema's MethodRecipe defaults apply (the values conf/config.yaml
-    held before they moved there), the prefix with its own lr and length."""
+    """MiniLM on GLUE has no recipe file: the schema's MethodRecipe defaults apply (the values
+    conf/config.yaml held before they moved there), the prefix with its own lr and length."""
     lora = spec_for(["model=minilm", "task=glue/cola", "peft=capaboost_lora"], tmp_path, tiny=False)
     assert {k: lora.hparams[k] for k in ("lr", "epochs", "batch_size", "max_seq_length", "warmup_ratio",
                                           "warmup_steps", "weight_decay", "r", "alpha")} == {
