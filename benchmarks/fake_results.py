@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.config.schema import TrainerConf
+
 GLUE_METRICS = {"glue/cola": ["mcc"], "glue/sst2": ["accuracy"], "glue/mrpc": ["accuracy", "f1"],
                 "glue/qqp": ["accuracy", "f1"], "glue/stsb": ["pearson", "spearman"],
                 "glue/mnli": ["accuracy", "accuracy_mismatched"], "glue/qnli": ["accuracy"],
@@ -18,6 +20,7 @@ GLUE_METRICS = {"glue/cola": ["mcc"], "glue/sst2": ["accuracy"], "glue/mrpc": ["
 # A per-task recipe, as conf/recipe/ has: the lr and epochs differ between tasks.
 RECIPE_LR = {"glue/sst2": 1e-4}
 RECIPE_EPOCHS = {"glue/cola": 40, "glue/sst2": 20, "glue/rte": 30}
+PRECISION = TrainerConf.precision  # a run left at the default records it, as the runner does
 
 
 def recipe(task: str) -> dict[str, dict[str, Any]]:
@@ -66,7 +69,7 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
         from tasks.config import identity as ident_lib
 
         full = {**recipe(task)["lora"], **rec["padapter"], **rec["prefix"], **hparams}
-        full.update(max_steps=None, precision="fp32", max_grad_norm=1.0, lr_scheduler="linear")
+        full.update(max_steps=None, precision=PRECISION, max_grad_norm=1.0, lr_scheduler="linear")
         cb = {"method": method, "d": d if capa else 1, "density": density if capa else 1.0,
               "mask": mask if capa else "random", "mask_seed": mask_seed, "r": full["r"],
               "alpha": full["alpha"], "dropout": dropout, "init": "peft",
@@ -78,7 +81,7 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
                   "model": {"name": model, "kind": "hf", "hub_id": model, "path": None},
                   "data": {"source": source, "path": None, "split_seed": 42, "hub_id": None,
                            "train_limit": train_limit, "eval_limit": None},
-                  "trainer": {"max_steps": None, "precision": "fp32", "max_grad_norm": 1.0,
+                  "trainer": {"max_steps": None, "precision": PRECISION, "max_grad_norm": 1.0,
                               "lr_scheduler": "linear"}, "seed": seed}
         out["identity"] = ident_lib.identity(config, peft, cb, full, ())
         out["identity_key"] = ident_lib.identity_key(out["identity"])

@@ -84,7 +84,7 @@ def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
         from tasks.training.models import SPECIALS, tiny_text_config
 
         ids = [SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>")]
-        return tiny_text_config(model_cfg, model_cfg.get("vocab_size") or 2000, 4094, *ids, **kw)
+        return tiny_text_config(model_cfg, model_cfg["vocab_size"], 4094, *ids, **kw)
     arch = facts.architecture(model_cfg["name"])
     return getattr(transformers, arch["config_class"])(**arch["config"], **kw)
 

@@ -6,13 +6,16 @@ comparable with the paper's).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tasks.config.schema import TaskConf, TrainerConf
+from omegaconf import MISSING as REQUIRED  # the schema's keys without a default
+
+from tasks.config.schema import Config, DataConf, PeftConf, TaskConf, TrainerConf
 from tasks.data import digests
 from tasks.training.baselines import base_method, is_baseline
 
@@ -42,10 +45,23 @@ FLAGS: dict[str, tuple[str, str]] = {
     "head_included": ("*", "older result files without a PEFT-only count: effective trainable "
                            "parameters, task head included"),
 }
-DEFAULTS: dict[str, Any] = {"dropout": 0, "init": "peft", "mask_seed": 0, "clip": TrainerConf.clip,
-                            "report": TaskConf.report,
-                            "split_seed": 42, "grad_accum": 1, "precision": "fp32", "max_grad_norm": 1,
-                            "lr_scheduler": "linear", "source": HUB, "eval_limit": None, "train_limit": None}
+
+KNOBS = ("d", "density", "mask")
+
+
+def schema_defaults() -> dict[str, Any]:
+    """Each setting's default by its last name, read from the typed schema (tasks/config/schema.py), the
+    one address of defaults: a value at its default is named in neither a row label nor the "Every row:"
+    note. d, density and mask are left out: a row names the method's own knobs whatever their value."""
+    out: dict[str, Any] = {}
+    for section in (PeftConf, TaskConf, TrainerConf, DataConf, Config):
+        for f in fields(section):
+            if f.default not in (dataclasses.MISSING, REQUIRED) and f.name not in KNOBS:
+                out.setdefault(f.name, f.default)
+    return out
+
+
+DEFAULTS = schema_defaults()
 
 
 @dataclass

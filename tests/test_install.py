@@ -33,3 +33,14 @@ def test_default_install_is_the_package_index_build():
     out = subprocess.run([*MAKE_N, "-B", ".venv/.installed"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert ".venv/bin/pip install -q -r requirements.txt" in out and "--index-url" not in out
+
+
+def test_package_version_is_capaboost_version():
+    """One version number: setuptools reads the package's version from capaboost.__version__ (the one
+    hashed into every run identity), as `pip install .` would."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    import capaboost
+
+    project = read_configuration(ROOT / "pyproject.toml", expand=True)["project"]
+    assert project["version"] == capaboost.__version__ == "0.2.0"

@@ -99,6 +99,29 @@ def test_deberta_recipe_and_protocol(tmp_path):
     assert spec_for(["model=roberta-base", "task=glue/rte"], tmp_path, tiny=False).protocol == "split"
 
 
+def test_pairs_without_a_recipe_file_take_the_schemas_fallback(tmp_path):
+    """MiniLM on GLUE has no recipe file: the schema's MethodRecipe defaults apply (the values
+    conf/config.yaml held before they moved there), the prefix with its own lr and length."""
+    lora = spec_for(["model=minilm", "task=glue/cola", "peft=capaboost_lora"], tmp_path, tiny=False)
+    assert {k: lora.hparams[k] for k in ("lr", "epochs", "batch_size", "max_seq_length", "warmup_ratio",
+                                          "warmup_steps", "weight_decay", "r", "alpha")} == {
+        "lr": 5e-4, "epochs": 20, "batch_size": 32, "max_seq_length": 128, "warmup_ratio": 0.1,
+        "warmup_steps": 0, "weight_decay": 0.1, "r": 8, "alpha": 16}
+    prefix = spec_for(["model=minilm", "task=glue/cola", "peft=capaboost_prefix"], tmp_path, tiny=False)
+    assert (prefix.hparams["lr"], prefix.hparams["prefix_length"], prefix.hparams["weight_decay"]) \
+        == (1e-4, 64, 0.1)
+
+
+def test_tiny_text_models_record_their_vocabulary(tmp_path):
+    """One address for the tiny vocabulary (tasks/config/schema.py, TINY_VOCAB), recorded in the resolved
+    config as the model files once spelt it (2000), so run identities stand; image-only models have none."""
+    for model in ("tiny", "tiny-gpt2", "tiny-llama"):
+        assert spec_for([f"model={model}"], tmp_path).config["model"]["vocab_size"] == 2000, model
+    assert spec_for(["model=tiny", "model.vocab_size=500"], tmp_path).config["model"]["vocab_size"] == 500
+    vit = spec_for(["model=tiny-vit", "task=vtab/dtd"], tmp_path)
+    assert vit.config["model"]["vocab_size"] is None
+
+
 def test_command_line_overrides_win_over_the_recipe(tmp_path):
     spec = spec_for(["model=roberta-base", "task=glue/cola", "trainer.lr=1e-3", "peft.r=32", "peft.alpha=48",
                      "task.protocol=dev"], tmp_path, tiny=False)

@@ -632,3 +632,31 @@ def test_switch_rows_pair_with_the_same_experiment_on_our_side(tmp_path: Path) -
     for row, arm, verdict in ((rows[0], "init", "authors' side worse"), (rows[1], "clip", "within noise")):
         oracle = stats.ttest_rel(100 * np.array(arms[arm][1]), 100 * np.array(ours)).confidence_interval(0.95)
         assert row[6] == f"[{oracle.low:+.2f}, {oracle.high:+.2f}]" and row[8] == verdict
+
+
+def test_every_row_note_reads_defaults_from_the_schema(tmp_path: Path) -> None:
+    """A run left at the schema's default precision (auto) is not called out; one set to fp32 is. The
+    tables once kept their own copy of the defaults (precision fp32), which reported the default run as
+    `precision=auto` and hid the fp32 one."""
+    from dataclasses import fields
+
+    from tasks.config.identity import identity_key
+    from tasks.config.schema import MethodRecipe
+
+    def notes(precision: str | None) -> str:
+        runs, out = tmp_path / f"runs-{precision}", tmp_path / f"out-{precision}"
+        for seed in (42, 43):
+            res = result("glue/cola", "lora", seed, {"mcc": 0.5 + seed / 1000}, identity=True)
+            keys = {f.name for f in fields(MethodRecipe)}  # the recipe as the runner records it
+            res["config"]["recipe"] = {m: {k: v for k, v in r.items() if k in keys}
+                                       for m, r in res["config"]["recipe"].items()}
+            if precision is not None:  # as resolve records trainer.precision=<precision>
+                res["identity"]["hparams"]["precision"] = res["identity"]["trainer"]["precision"] = precision
+                res["identity_key"] = identity_key(res["identity"])
+            put(runs, f"cola-{seed}", res)
+        make_tables([runs], out, figures=False)
+        md = read(out, "glue_roberta_base-single_runs.md")
+        return next((line for line in md.splitlines() if "Every row:" in line), "")
+
+    assert "precision" not in notes(None)
+    assert "precision=fp32" in notes("fp32")

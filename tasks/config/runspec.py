@@ -18,11 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from capaboost.backbones import BACKBONES
 from capaboost.config import MASKS, METHODS, CapaBoostConfig
-from tasks.config import identity
-from tasks.config.schema import register  # noqa: F401  (re-exported: run.py, tests)
+from tasks.config import identity, methods
+from tasks.config.schema import (  # noqa: F401 (register: run.py)
+    PEFT_FROM_RECIPE,
+    TINY_VOCAB,
+    TRAINER_FROM_RECIPE,
+    register,
+)
 from tasks.facts import vtab
 from tasks.facts.families import FAMILIES
-from tasks.training import baselines
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: bf16 / fp16 / fp32 by device (tasks/training/device.py)
 CLIP_MODES = ("true_norm", "official")  # official: the authors' global norm (tasks/training/clipping.py)
@@ -70,7 +74,7 @@ class RunSpec:
     seed: int
     mask_seed: int
     hparams: dict[str, Any]
-    # the PEFT module's settings (a baseline: tasks.training.baselines.settings)
+    # the PEFT module's settings (a baseline: tasks.config.methods.settings)
     capaboost_config: dict[str, Any]
     config: dict[str, Any]
     run_dir: str
@@ -115,7 +119,7 @@ def _check_harness_values(c: dict[str, Any]) -> None:
     model, peft, task, trainer, data, logger = (c[k] for k in ("model", "peft", "task", "trainer", "data",
                                                                 "logger"))
     _choice("mask", c["mask"], MASKS)            # the rest of the method's values: CapaBoostConfig
-    _choice("peft.method", peft["method"], METHODS + tuple(baselines.BASELINES))
+    _choice("peft.method", peft["method"], METHODS + tuple(methods.BASELINES))
     _choice("task.family", task["family"], tuple(PROTOCOLS))
     _choice("task.protocol", task["protocol"], PROTOCOLS[task["family"]])
     _choice("task.report", task["report"], REPORT_RULES[task["family"]])
@@ -163,7 +167,7 @@ def _backbone(model: dict[str, Any], peft: dict[str, Any], task: dict[str, Any])
                           f"{backbone} encoder")
     method = peft["method"]  # which methods a backbone takes: capaboost's own table (torch-free import)
     supported = BACKBONES[backbone].methods if backbone in BACKBONES else ()
-    if baselines.base_method(method) not in supported:  # a baseline goes where LoRA goes
+    if methods.base_method(method) not in supported:  # a baseline goes where LoRA goes
         raise ConfigError(f"peft={peft['name']}: method {method!r} is not supported on model={model['name']} "
                           f"(backbone {backbone}); supported: {', '.join(supported)}")
     return modality, backbone
@@ -243,16 +247,10 @@ def check_vtab_source(task: dict[str, Any], data: dict[str, Any]) -> None:
                               f"{task['dataset']} (looked in {task['dataset']}/ and .)")
 
 
-# Trainer keys the recipe supplies (None on the command line = take the recipe's value).
-_FROM_RECIPE = ("epochs", "lr", "batch_size", "max_seq_length", "doc_stride", "warmup_ratio", "warmup_steps",
-                "weight_decay")
-_PEFT_FROM_RECIPE = ("r", "alpha", "reduction_factor", "prefix_length", "prefix_hidden")
-
-
 def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
     """The recipe for this (model, task, method), overridden by whatever the command line set."""
     trainer, peft = c["trainer"], c["peft"]
-    overrides = {k: trainer[k] for k in _FROM_RECIPE} | {k: peft[k] for k in _PEFT_FROM_RECIPE}
+    overrides = {k: trainer[k] for k in TRAINER_FROM_RECIPE} | {k: peft[k] for k in PEFT_FROM_RECIPE}
     recipe = {k: v for k, v in c["recipe"][method].items() if k != "protocol"}  # protocol: task.protocol's
     hparams = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
     hparams.update(max_steps=trainer["max_steps"], grad_accum=trainer["grad_accum"],
@@ -270,9 +268,9 @@ def _hparams(c: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def _baseline_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
-    """A PEFT-library baseline's settings (tasks/training/baselines.py), in the place CapaBoost's take."""
+    """A PEFT-library baseline's settings (tasks/config/methods.py), in the place CapaBoost's take."""
     try:
-        return baselines.settings(c["peft"], hparams, c["mask_seed"])
+        return methods.settings(c["peft"], hparams, c["mask_seed"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -283,7 +281,7 @@ def _capaboost_config(c: dict[str, Any], hparams: dict[str, Any]) -> dict[str, A
     peft = c["peft"]
     if peft["options"]:
         raise ConfigError(f"peft.options={peft['options']} applies to the PEFT-library baselines "
-                          f"({', '.join(baselines.BASELINES)}) only")
+                          f"({', '.join(methods.BASELINES)}) only")
     d, density, mask = (c["d"], c["density"], c["mask"]) if peft["capaboost"] else (1, 1.0, "random")
     cb = {"method": peft["method"], "d": d, "density": density, "mask": mask, "mask_seed": c["mask_seed"],
           "r": hparams["r"], "alpha": hparams["alpha"], "dropout": peft["dropout"], "init": peft["init"],
@@ -310,6 +308,8 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
     _check_harness_values(c)
     model, peft, task = c["model"], c["peft"], c["task"]
     modality, backbone = _backbone(model, peft, task)
+    if model["kind"] == "tiny" and "text" in model["backbones"] and model["vocab_size"] is None:
+        model["vocab_size"] = TINY_VOCAB  # recorded, so result.json and the identity carry the size used
     _check_paths(model, c["data"])
     check_vtab_source(task, c["data"])
     if task["family"] == "math" and c["data"]["source"] == "path":
@@ -318,11 +318,11 @@ def resolve(cfg: DictConfig, sweep: str | None = None) -> RunSpec:
         problem = local_problem(c["data"]["path"])
         if problem:
             raise ConfigError(problem)
-    hparams = _hparams(c, baselines.base_method(peft["method"]))
-    baseline = baselines.is_baseline(peft["method"])
+    hparams = _hparams(c, methods.base_method(peft["method"]))
+    baseline = methods.is_baseline(peft["method"])
     cb = _baseline_config(c, hparams) if baseline else _capaboost_config(c, hparams)
     c["d"], c["density"], c["mask"] = cb["d"], cb["density"], cb["mask"]
-    ident = identity.identity(c, peft["name"], cb, hparams, _FROM_RECIPE)
+    ident = identity.identity(c, peft["name"], cb, hparams, TRAINER_FROM_RECIPE)
     run_dir = identity.run_dir(c["runs_root"], ident, c["seed"])
     _check_run_tree(Path(run_dir))
     return RunSpec(task=task["name"], family=task["family"], dataset=task["dataset"],

@@ -1,13 +1,26 @@
 """The typed config schema, registered as Hydra's ``base_config``: a misspelt key or a wrong type fails
-at compose time, and the YAML files under conf/ hold only what differs from these defaults."""
+at compose time. Every default lives here once, with its reason; the YAML files under conf/ hold only
+what differs from it, and everything else (the runner, reporting) reads it from here.
+
+``None`` in a recipe-supplied key (``trainer.lr``, ``trainer.epochs``, ..., ``peft.r``, ``peft.alpha``, ...;
+the keys ``MethodRecipe`` also has: ``TRAINER_FROM_RECIPE``, ``PEFT_FROM_RECIPE``) means "take
+``recipe.<method>.<key>``", the recipe of the run's method (a PEFT-library baseline: LoRA's). The recipe
+is merged in this order, later wins: ``MethodRecipe``'s defaults below, the model's recipe
+(conf/model/<model>.yaml), the task's (conf/recipe/<model>/<family>/<task>.yaml), then a value set on the
+command line (``trainer.lr=1e-4``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import MISSING
 
 from capaboost.config import CapaBoostConfig
+
+# A tiny text model's vocabulary cap (model.vocab_size=None takes it; resolve records the value used): its
+# word tokenizer keeps this many of the task's most frequent training words, special tokens included (the
+# fixtures have fewer): enough for smoke tests, with an embedding that stays small on CPU.
+TINY_VOCAB = 2000
 
 
 @dataclass
@@ -23,13 +36,13 @@ class ModelConf:
     intermediate_size: int | None = None
     image_size: int | None = None         # images: input resolution
     patch_size: int | None = None
-    vocab_size: int | None = None         # tiny text: cap of the locally built word vocabulary
+    vocab_size: int | None = None         # tiny text: cap of the built word vocabulary (None: TINY_VOCAB)
 
 
 @dataclass
 class PeftConf:
     name: str = MISSING
-    # lora | padapter | prefix | a baseline (tasks/training/baselines.py)
+    # lora | padapter | prefix | a baseline (tasks/config/methods.py)
     method: str = MISSING
     capaboost: bool = True                # False: vanilla, d=1 and density=1 whatever the top level says
     r: int | None = None                  # None: the recipe's value
@@ -59,7 +72,8 @@ class TaskConf:
 
 @dataclass
 class TrainerConf:
-    epochs: float | None = None           # None: the recipe's values for all of these
+    # epochs .. weight_decay: None takes recipe.<method>.<key> (module docstring; defaults: MethodRecipe)
+    epochs: float | None = None
     lr: float | None = None
     batch_size: int | None = None         # total over devices and accumulation
     max_seq_length: int | None = None
@@ -108,14 +122,17 @@ class LoggerConf:
 
 @dataclass
 class MethodRecipe:
-    lr: float = MISSING
-    epochs: float = MISSING
-    batch_size: int = MISSING
-    max_seq_length: int = 128
-    doc_stride: int = 128
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
+    """One method's hyperparameters. These defaults are the fallback for (model, task) pairs that no
+    recipe file covers, RoBERTa-base GLUE-like values (docs/paper.md, Recipes); the model's and the task's
+    recipe files replace them where the paper or the authors' code give values."""
+    lr: float = 5.0e-4                    # the authors' RoBERTa-base LoRA and adapter lr (prefix: RecipeConf)
+    epochs: float = 20                    # the most common RoBERTa-base GLUE epoch count in their scripts
+    batch_size: int = 32                  # assumed: fits one small GPU (their RoBERTa-base scripts use 128)
+    max_seq_length: int = 128             # their RoBERTa-base GLUE scripts' max_seq_length
+    doc_stride: int = 128                 # SQuAD windows (run_qa.py's default); unused elsewhere
+    warmup_ratio: float = 0.1             # their RoBERTa-base GLUE scripts' warmup ratio
+    warmup_steps: int = 0                 # > 0 replaces warmup_ratio (their DeBERTa and SQuAD scripts)
+    weight_decay: float = 0.1             # their RoBERTa-base GLUE scripts' weight decay
     r: int = CapaBoostConfig.r            # the method's own defaults, stated once (capaboost/config.py)
     alpha: float = CapaBoostConfig.alpha
     reduction_factor: int = CapaBoostConfig.reduction_factor
@@ -125,11 +142,26 @@ class MethodRecipe:
                                           # (a recipe sets task.protocol: ${recipe.${peft.method}.protocol})
 
 
+def _prefix_recipe() -> MethodRecipe:
+    """The prefix's fallback: lr 1e-4 and 64 virtual tokens, the values of the authors' RoBERTa-base prefix
+    script (scripts/run_prefix.sh:86, :44; docs/paper.md, Recipes)."""
+    return MethodRecipe(lr=1.0e-4, prefix_length=64)
+
+
 @dataclass
 class RecipeConf:
     lora: MethodRecipe = field(default_factory=MethodRecipe)
     padapter: MethodRecipe = field(default_factory=MethodRecipe)
-    prefix: MethodRecipe = field(default_factory=MethodRecipe)
+    prefix: MethodRecipe = field(default_factory=_prefix_recipe)
+
+
+def _from_recipe(section: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(section) if f.name in {g.name for g in fields(MethodRecipe)})
+
+
+# The keys whose None means "take recipe.<method>.<key>" (module docstring), in the section's order.
+TRAINER_FROM_RECIPE = _from_recipe(TrainerConf)
+PEFT_FROM_RECIPE = _from_recipe(PeftConf)
 
 
 @dataclass

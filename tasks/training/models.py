@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasks.config.schema import TINY_VOCAB
+
 HEADS = ("seq_cls", "qa")
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # RoBERTa's ids 0..3, <mask> last as in RoBERTa
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -36,7 +38,7 @@ def minilm_dir() -> Path:
     return path
 
 
-def build_word_tokenizer(texts: Iterable[str], vocab_size: int = 2000, model_max_length: int = 512):
+def build_word_tokenizer(texts: Iterable[str], vocab_size: int = TINY_VOCAB, model_max_length: int = 512):
     """A lowercase word-level tokenizer over ``texts``: the most frequent words (ties alphabetical),
     RoBERTa special tokens, ``<s> A </s></s> B </s>`` for pairs, and character offsets (SQuAD)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
@@ -160,7 +162,7 @@ def _has_spm(source: str) -> bool:
 
 def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],
                max_length: int) -> tuple[nn.Module, Any]:
-    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
+    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or TINY_VOCAB, max_length)
     config = tiny_text_config(model_cfg, len(tokenizer), max_length, tokenizer.pad_token_id,
                               tokenizer.bos_token_id, tokenizer.eos_token_id,
                               **({"num_labels": num_labels} if head == "seq_cls" else {}))
@@ -292,7 +294,7 @@ def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: i
     from tokenizers import processors
     from transformers import AutoModelForCausalLM
 
-    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or 2000, max_length)
+    tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or TINY_VOCAB, max_length)
     bos = tokenizer.bos_token_id
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
