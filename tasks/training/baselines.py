@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from capaboost.backbones import Backbone
+from tasks.result import ADAPTER_DIR
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,7 +60,7 @@ BASELINES: dict[str, Baseline] = {
 }
 SCHEDULE_OPTIONS = ("tinit_ratio", "tfinal_ratio")  # ours, not PEFT fields
 ADALORA_DEFAULT_INIT_R = 12  # PEFT's default
-WEIGHTS_DIR = "peft_adapter"  # a stock PEFT adapter (save_pretrained), beside result.json
+WEIGHTS_DIR = ADAPTER_DIR  # a stock PEFT adapter (save_pretrained), beside result.json
 
 
 def is_baseline(method: str) -> bool:
