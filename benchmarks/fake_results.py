@@ -91,7 +91,9 @@ def fake_result(task: str, peft: str, seed: int, metrics: dict[str, float], *, m
 
 def put(root: Path, name: str, data: dict[str, Any] | str) -> Path:
     """Write <root>/<name>/result.json (a str is written as is: corrupt files)."""
-    path = Path(root) / name / "result.json"
+    from tasks.result import RESULT
+
+    path = Path(root) / name / RESULT
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data))
     return path

@@ -63,7 +63,7 @@ def _k(name: str, types: tuple[type, ...], meaning: str, nullable: bool = False,
 # In the order a result.json lists them.
 KEYS: tuple[Key, ...] = (
     _k("schema_version", INT, "version of this format (absent: 1)", always=False),
-    _k("task", TEXT, "task name, <family>/<dataset> (glue/rte)"),
+    _k("task", TEXT, "task name: family/dataset (glue/rte)"),
     _k("model", TEXT, "model preset (conf/model/)"),
     _k("peft", TEXT, "PEFT preset (conf/peft/): capaboost_lora, lora, dora, ..."),
     _k("method", TEXT, "the PEFT method under it: lora, padapter, prefix or a PEFT-library baseline"),
@@ -198,6 +198,15 @@ def read(path: str | Path) -> dict[str, Any]:
     return check(data)
 
 
+def table() -> str:
+    """The keys as a Markdown table (docs/results.md holds it: ``python -m tasks.result``)."""
+    lines = ["| key | JSON type | in every result | meaning |", "|---|---|---|---|"]
+    for k in KEYS:
+        kind = _type_name(k) + (", or null" if k.nullable else "")
+        lines.append(f"| `{k.name}` | {kind} | {'yes' if k.always else 'no'} | {k.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 def to_json(result: dict[str, Any]) -> str:
     """Strict JSON: a bare NaN is refused here rather than written for other readers to choke on."""
     return json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
@@ -206,3 +215,7 @@ def to_json(result: dict[str, Any]) -> str:
 def write(path: str | Path, result: dict[str, Any]) -> None:
     """Write ``result`` atomically (a reader never sees half a file), after checking it."""
     write_text(path, to_json(check(result)))
+
+
+if __name__ == "__main__":
+    print(table(), end="")
