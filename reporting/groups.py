@@ -3,8 +3,9 @@
 A row is one experiment apart from its task: `result["identity"]` (every config value that defines
 the experiment, written by the runner) minus the task and minus the hyperparameters the per-task
 recipe chose (CoLA's lr and RTE's lr differ, yet both belong to the row "LoRA"). The identity is
-the one tasks.config.identity defined when the run was resolved; it is read here, never rebuilt
-(files without one are refused by the reader: tasks/result.py).
+the one tasks.config.identity defined when the run was resolved; it is read here, never rebuilt. A
+result.json with only the required keys (tasks/result.py; the runner always writes `identity`) is
+grouped by its top-level CapaBoost coordinates alone (`BARE`), and its data source is unknown.
 
 Seeds of one cell are never chosen by file path: identical duplicates are merged, conflicting ones
 are left out of the cell and listed with both paths and values.
@@ -28,13 +29,14 @@ PER_TASK = "per-task recipe"  # row-key value of a hyperparameter the task's rec
 METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix",
                "prefix_hidden": "prefix"}
 CAPA_ONLY = ("d", "density", "mask", "mask_seed")
+BARE = CAPA_ONLY  # a file without identity: its row is its PEFT preset and these top-level keys
 # Not part of a row key: the cell's own coordinates (the table holds one model and one source).
 # data.path: one local directory per task (data.source says "path").
 NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family", "data.path"}
 # The runner's `selection.rule` values (task.report) that never look at the reported split: the best
-# epoch on the select split, or the final epoch. Any other rule (VTAB's "best_test_epoch") marks the
-# cell as selected on the test set.
-DEFAULT_RULES = {"best_select_epoch", "final_epoch"}
+# epoch on the select split, or the final epoch (None: a file without `selection`, which is not a required
+# key). Any other rule (VTAB's "best_test_epoch") marks the cell as selected on the test set.
+DEFAULT_RULES = {None, "best_select_epoch", "final_epoch"}
 
 
 def lookup(run: dict[str, Any], paths: Iterable[str]) -> Any:
@@ -78,7 +80,11 @@ def row_identity(run: dict[str, Any]) -> dict[str, Any]:
     A hyperparameter equal to the task recipe's value reads PER_TASK, so one
     method's tasks share a row although their recipes differ; an overridden value stays (r=4).
     """
-    ident = run["identity"]
+    ident = run.get("identity")
+    if ident is None:
+        bare = {k: run.get(k) for k in BARE} if is_capaboost(run) else {}
+        return {"peft": str(run["peft"]), **{k: v if k == "density" else _norm(v)
+                                             for k, v in bare.items() if v is not None}}
     method, capa = base_method(method_of(run)), is_capaboost(run)  # a PEFT-library baseline: LoRA's fields
     recipe = lookup(run, [f"config.recipe.{method}"]) or {}
     out: dict[str, Any] = {}
@@ -112,7 +118,8 @@ def field_of(ident: dict[str, Any], name: str) -> Any:
 
 def canonical(run: dict[str, Any]) -> dict[str, Any]:
     """The fields figures, paper matching and label ordering need, from any result file."""
-    flat = dict(flatten(run["identity"]))
+    ident = run.get("identity")
+    flat = dict(flatten(ident)) if ident is not None else {}
     capa = is_capaboost(run)
     lora_like = base_method(method_of(run)) == "lora"
     r = field_of(flat, "r") if lora_like else None
@@ -123,11 +130,11 @@ def canonical(run: dict[str, Any]) -> dict[str, Any]:
             "d": _norm(run["d"]) if capa else 1, "density": run["density"] if capa else 1.0,
             "mask": run["mask"] if capa else None, "r": _norm(r),
             "train_limit": field_of(flat, "train_limit"),
-            "source": source or HUB}
+            "source": source or (HUB if ident is not None else "unknown")}
 
 
 def selection_rule(run: dict[str, Any]) -> Any:
-    sel = run["selection"]
+    sel = run.get("selection")
     return sel.get("rule") if isinstance(sel, dict) else None
 
 
@@ -267,9 +274,9 @@ class Table:
 def buckets_of(run: dict[str, Any], main_sweeps: Iterable[str]) -> list[str | None]:
     """Which outputs a run belongs to: each sweep that requested it (the family's main sweeps map
     to MAIN); a run launched alone (no sweep): SINGLE."""
-    if run["sweeps"]:
-        return sorted({MAIN if s in set(main_sweeps) else str(s) for s in run["sweeps"]},
-                      key=lambda b: b or "")
+    sweeps = run.get("sweeps") or []
+    if sweeps:
+        return sorted({MAIN if s in set(main_sweeps) else str(s) for s in sweeps}, key=lambda b: b or "")
     return [SINGLE]
 
 
@@ -284,7 +291,7 @@ def build_tables(runs: list[dict[str, Any]],
         ident = row_identity(run)
         canon = canonical(run)
         key = tuple(sorted(ident.items(), key=lambda kv: kv[0]))
-        raw = dict(flatten(run["identity"]))
+        raw = dict(flatten(run.get("identity") or {}))
         for bucket in buckets_of(run, main_sweeps.get(fam, ())):
             tkey = (bucket or "", fam, model, str(canon["source"]))
             table = tables.setdefault(tkey, Table(fam, model, str(canon["source"]), bucket))

@@ -3,7 +3,8 @@ writer and the one reader.
 
 The runner builds a result through ``build`` (an unknown key or a missing one is a bug, raised at once),
 ``write`` stores it (strict JSON, atomic), and reporting, ``make status`` and re-runs read it back with
-``read`` / ``problem``. No torch here: login nodes and ``make tables`` import it.
+``read`` / ``problem``. A reader needs the ``REQUIRED`` keys only (the public minimum); the runner writes
+every key marked ``always``. No torch here: login nodes and ``make tables`` import it.
 
 Some values appear more than once, on purpose, each copy with its own reader:
 
@@ -46,18 +47,28 @@ STATUSES = ("completed", "diverged")
 
 @dataclass(frozen=True)
 class Key:
-    """One top-level key: the JSON types its value may have, whether it may be null, whether every
-    result has it (``always``) or only some (a diverged run, a math run, a GPU run), and what it means."""
+    """One top-level key: the JSON types its value may have, whether it may be null, and what it means.
+
+    ``required``: every result.json has it (the public minimum: a file without it is refused);
+    ``always``: the runner writes it in every result (``build`` insists; a reader does not, so a result
+    written by other tools with the required keys only is still read); neither: only some runs have
+    it (a diverged run, a math run, a GPU run)."""
 
     name: str
     types: tuple[type, ...]
     meaning: str
     nullable: bool = False
     always: bool = True
+    required: bool = False
+
+
+# The public minimum of a result.json (README): what every reader may rely on.
+REQUIRED = ("task", "model", "peft", "method", "capaboost", "d", "density", "mask", "seed", "metrics", "best",
+            "main_metric", "params", "status", "runtime_s", "git_sha", "versions", "config")
 
 
 def _k(name: str, types: tuple[type, ...], meaning: str, nullable: bool = False, always: bool = True) -> Key:
-    return Key(name, types, meaning, nullable, always)
+    return Key(name, types, meaning, nullable, always, name in REQUIRED)
 
 
 # In the order a result.json lists them.
@@ -152,7 +163,7 @@ def problem(data: Any) -> str | None:
     if version > SCHEMA_VERSION:
         return (f"schema_version {version} is newer than this code reads ({SCHEMA_VERSION}): "
                 "update the code")
-    missing = [k.name for k in KEYS if k.always and k.name not in data]
+    missing = [k.name for k in KEYS if k.required and k.name not in data]
     if missing:
         return f"missing keys {missing} (partial result)"
     extra = sorted(set(data) - set(BY_NAME))
@@ -200,10 +211,11 @@ def read(path: str | Path) -> dict[str, Any]:
 
 def table() -> str:
     """The keys as a Markdown table (docs/results.md holds it: ``python -m tasks.result``)."""
-    lines = ["| key | JSON type | in every result | meaning |", "|---|---|---|---|"]
+    lines = ["| key | JSON type | present | meaning |", "|---|---|---|---|"]
     for k in KEYS:
         kind = _type_name(k) + (", or null" if k.nullable else "")
-        lines.append(f"| `{k.name}` | {kind} | {'yes' if k.always else 'no'} | {k.meaning} |")
+        present = "required" if k.required else "every run" if k.always else "some runs"
+        lines.append(f"| `{k.name}` | {kind} | {present} | {k.meaning} |")
     return "\n".join(lines) + "\n"
 
 

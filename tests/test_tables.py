@@ -632,3 +632,24 @@ def test_switch_rows_pair_with_the_same_experiment_on_our_side(tmp_path: Path) -
     for row, arm, verdict in ((rows[0], "init", "authors' side worse"), (rows[1], "clip", "within noise")):
         oracle = stats.ttest_rel(100 * np.array(arms[arm][1]), 100 * np.array(ours)).confidence_interval(0.95)
         assert row[6] == f"[{oracle.low:+.2f}, {oracle.high:+.2f}]" and row[8] == verdict
+
+
+def test_a_result_with_the_required_keys_only_is_grouped_by_its_top_level_keys(tmp_path: Path) -> None:
+    """Another tool's result.json (tasks.result.REQUIRED only, no identity, no sweeps): a row per PEFT
+    preset and CapaBoost coordinates, in a table of unknown data, never beside the paper."""
+    from tasks.result import REQUIRED
+
+    runs = tmp_path / "runs"
+    xs = {("lora", 1): [0.60, 0.62, 0.64], ("capaboost_lora", 2): [0.63, 0.65, 0.70],
+          ("capaboost_lora", 4): [0.50, 0.52, 0.54]}
+    for (peft, d), values in xs.items():
+        for seed, x in zip((42, 43, 44), values, strict=True):
+            full = result("glue/cola", peft, seed, {"mcc": x}, d=d)
+            put(runs, f"{peft}-{d}-{seed}", {k: v for k, v in full.items() if k in REQUIRED})
+    make_tables([runs], tmp_path / "out", figures=False)
+    md = read(tmp_path / "out", "glue_roberta_base-unknown-single_runs.md")
+    assert "NOT comparable to the paper" in md and "(paper" not in md
+    for label, key in (("LoRA", ("lora", 1)), ("CapaBoost-LoRA (d=2, density=0.5)", ("capaboost_lora", 2)),
+                       ("CapaBoost-LoRA (d=4, density=0.5)", ("capaboost_lora", 4))):
+        values = [100 * x for x in xs[key]]
+        assert md_row(md, label)[1] == f"{sum(values) / 3:.2f} ± {sample_std(values):.2f}"
