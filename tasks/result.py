@@ -73,7 +73,7 @@ def _k(name: str, types: tuple[type, ...], meaning: str, nullable: bool = False,
 
 # In the order a result.json lists them.
 KEYS: tuple[Key, ...] = (
-    _k("schema_version", INT, "version of this format (absent: 1)", always=False),
+    _k("schema_version", INT, "version of this format (absent: 1); `build` writes it"),
     _k("task", TEXT, "task name: family/dataset (glue/rte)"),
     _k("model", TEXT, "model preset (conf/model/)"),
     _k("peft", TEXT, "PEFT preset (conf/peft/): capaboost_lora, lora, dora, ..."),
@@ -139,11 +139,11 @@ class ResultError(ValueError):
 def build(**values: Any) -> dict[str, Any]:
     """A result in schema order, stamped with this version. A key the schema does not define, or one it
     always has left out, is a bug in the caller (raised here, before any training is lost to it)."""
+    values["schema_version"] = SCHEMA_VERSION
     unknown = sorted(set(values) - set(BY_NAME))
     missing = [k.name for k in KEYS if k.always and k.name not in values]
     if unknown or missing:
         raise KeyError(f"result keys not in tasks/result.py: {unknown}; missing: {missing}")
-    values["schema_version"] = SCHEMA_VERSION
     return {k.name: values[k.name] for k in KEYS if k.name in values}
 
 
