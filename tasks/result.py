@@ -174,7 +174,7 @@ def problem(data: Any) -> str | None:
         if value is None and key.nullable:
             continue
         if isinstance(value, bool) != (bool in key.types) or not isinstance(value, key.types):
-            return f"{name}={json.dumps(value)[:60]} is not {_type_name(key)}"
+            return f"{name}={json.dumps(value, default=str)[:60]} is not {_type_name(key)}"
     if data["status"] not in STATUSES:
         return f"status={json.dumps(data['status'])} is not one of {', '.join(STATUSES)}"
     return None
