@@ -12,7 +12,7 @@ from reporting import peft_format
 from tasks.facts import math as mp
 from tasks.suites.metrics import math_accuracy, math_answer
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = ROOT / "results" / "peft_bench"
 
 
