@@ -82,7 +82,7 @@ def generate(root: Path, n: int, seed: int = 0) -> None:
         head = 592_130  # RoBERTa-base classification head
         params = {"trainable": peft + head, "effective": peft + head, "peft": peft,
                   "total": BACKBONE + peft + head}
-        put(root, f"run{i:05d}", fake_result(metrics=metrics, identity=True, epochs=20, rank=rank,
+        put(root, f"run{i:05d}", fake_result(metrics=metrics, epochs=20, rank=rank,
                                               params=params, **kw))
 
 

@@ -2,6 +2,8 @@
 
 A sweep that is still running, was preempted, or crashed leaves partial trees behind; the tables
 must still be built from what finished, and the user must see exactly which files were left out.
+A file must be a result of the schema (tasks/result.py: every key, its type, the version) and its
+metrics table cells (finite fractions).
 """
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULT_NAME = "result.json"
-STATUS_NAME = "status.json"  # the runner's heartbeat: a run that is running, or died
-REQUIRED = ("task", "model", "peft", "seed", "status")
+from tasks import result as schema
+
 # Correlation metrics live in [-1, 1]; every other metric is a fraction in [0, 1] (never x100).
 SIGNED = ("mcc", "pearson", "spearman")
 
@@ -65,10 +66,10 @@ def find_result_files(roots: list[str | os.PathLike], status_only: list[Path] | 
     waiting: set[Path] = set()
     for root in roots:
         for dirpath, _dirs, files in os.walk(root):
-            if RESULT_NAME in files:
-                found.add(Path(dirpath, RESULT_NAME).resolve())
-            elif STATUS_NAME in files:
-                waiting.add(Path(dirpath, STATUS_NAME).resolve())
+            if schema.RESULT in files:
+                found.add(Path(dirpath, schema.RESULT).resolve())
+            elif schema.STATUS in files:  # the runner's heartbeat: a run that is running, or died
+                waiting.add(Path(dirpath, schema.STATUS).resolve())
     if status_only is not None:
         status_only.extend(sorted(waiting))
     return sorted(found)
@@ -114,17 +115,13 @@ def _metric_problem(metrics: Any, where: str) -> str | None:
 
 def validate(run: Any) -> str | None:
     """Why this parsed result cannot be used, or None when it can."""
-    if not isinstance(run, dict):
-        return "top level is not a JSON object"
-    absent = [k for k in REQUIRED if k not in run]
-    if absent:
-        return f"missing keys {absent} (partial result)"
-    if isinstance(run["seed"], bool) or not isinstance(run["seed"], int):
-        return f"seed={run['seed']!r} is not an integer"
-    if run.get("status") == "completed" and not (run.get("best") or run.get("metrics")):
+    why = schema.problem(run)
+    if why:
+        return why
+    if run["status"] == "completed" and not (run["best"] or run["metrics"]):
         return "completed but has neither 'best' nor 'metrics'"
     for where in ("best", "metrics"):
-        if run.get(where) is not None:
+        if run[where] is not None:
             why = _metric_problem(run[where], where)
             if why:
                 return why
@@ -138,9 +135,8 @@ def load_runs(roots: list[str | os.PathLike]) -> Collection:
     for path in find_result_files(roots, waiting):
         out.n_files += 1
         try:
-            with open(path, encoding="utf-8") as f:
-                run = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            run = schema.parse(path.read_bytes())
+        except (OSError, ValueError) as e:
             out.problems.append(Problem(str(path), f"unreadable JSON: {e}"))
             continue
         why = validate(run)

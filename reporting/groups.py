@@ -2,8 +2,10 @@
 
 A row is one experiment apart from its task: `result["identity"]` (every config value that defines
 the experiment, written by the runner) minus the task and minus the hyperparameters the per-task
-recipe chose (CoLA's lr and RTE's lr differ, yet both belong to the row "LoRA"). Older result
-files have no identity: theirs is rebuilt from the fields they carry (`legacy_identity`), as before.
+recipe chose (CoLA's lr and RTE's lr differ, yet both belong to the row "LoRA"). The identity is
+the one tasks.config.identity defined when the run was resolved; it is read here, never rebuilt. A
+result.json with only the required keys (tasks/result.py; the runner always writes `identity`) is
+grouped by its top-level CapaBoost coordinates alone (`BARE`), and its data source is unknown.
 
 Seeds of one cell are never chosen by file path: identical duplicates are merged, conflicting ones
 are left out of the cell and listed with both paths and values.
@@ -16,58 +18,32 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.config.identity import TRAINER_NOT_IDENTITY
 from tasks.training.baselines import base_method
 
 HUB = "hub"
-MAIN = None  # the bucket of the paper's main tables (their sweeps, and result files without a sweep record)
+MAIN = None  # the bucket of the paper's main tables (their sweeps)
 SINGLE = "single_runs"  # runs with an identity but no sweep record: launched one by one
 PER_TASK = "per-task recipe"  # row-key value of a hyperparameter the task's recipe chose
 
-# Older files: name -> where to look (top-level key, then dotted config paths; first non-null wins).
-LEGACY_FIELDS: dict[str, tuple[str, ...]] = {
-    "peft": ("peft",),
-    "d": ("d",),
-    "density": ("density",),
-    "mask": ("mask",),
-    "mask_seed": ("mask_seed", "config.mask_seed"),
-    "r": ("config.peft.r", "hparams.r", "config.recipe.{method}.r"),
-    "alpha": ("config.peft.alpha", "hparams.alpha", "config.recipe.{method}.alpha"),
-    "reduction_factor": ("config.peft.reduction_factor", "hparams.reduction_factor",
-                         "config.recipe.{method}.reduction_factor"),
-    "prefix_length": ("config.peft.prefix_length", "hparams.prefix_length",
-                      "config.recipe.{method}.prefix_length"),
-    "protocol": ("config.task.protocol",),
-    "train_limit": ("config.data.train_limit",),
-    "source": ("config.data.source",),
-}
 # Fields that only mean something for one PEFT method, or only for CapaBoost.
 METHOD_ONLY = {"r": "lora", "alpha": "lora", "reduction_factor": "padapter", "prefix_length": "prefix",
                "prefix_hidden": "prefix"}
 CAPA_ONLY = ("d", "density", "mask", "mask_seed")
-# Config sections that are the same for every task of one experiment: any difference in them
-# (a trainer override, eval_limit, dropout, a local model path, ...) makes a separate row.
-EXTRA_SECTIONS = ("peft", "trainer", "data", "model")
-EXTRA_IGNORED = {
-    "peft": {"name", "method", "capaboost", "r", "alpha", "reduction_factor", "prefix_length"},
-    "trainer": set(TRAINER_NOT_IDENTITY),  # the runner's one definition (tasks/config/identity.py)
-    "data": {"source", "train_limit", "path"},  # path: one local dir per task (source says "path")
-    "model": set(),
-}
+BARE = CAPA_ONLY  # a file without identity: its row is its PEFT preset and these top-level keys
 # Not part of a row key: the cell's own coordinates (the table holds one model and one source).
-# data.path: one local directory per task (data.source says "path"), as in the legacy grouping.
+# data.path: one local directory per task (data.source says "path").
 NOT_ROW = {"task", "seed", "model", "name", "dataset", "main_metric", "family", "data.path"}
 # The runner's `selection.rule` values (task.report) that never look at the reported split: the best
-# epoch on the select split, or the final epoch (None: files from before the rule was recorded). Any
-# other rule (VTAB's "best_test_epoch") marks the cell as selected on the test set.
+# epoch on the select split, or the final epoch (None: a file without `selection`, which is not a required
+# key). Any other rule (VTAB's "best_test_epoch") marks the cell as selected on the test set.
 DEFAULT_RULES = {None, "best_select_epoch", "final_epoch"}
 
 
-def lookup(run: dict[str, Any], paths: Iterable[str], method: str = "") -> Any:
+def lookup(run: dict[str, Any], paths: Iterable[str]) -> Any:
     """First non-null value among top-level keys and dotted config paths, else None."""
     for path in paths:
         node: Any = run
-        for part in path.format(method=method).split("."):
+        for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
                 node = None
                 break
@@ -91,45 +67,24 @@ def _norm(value: Any) -> Any:
 
 
 def method_of(run: dict[str, Any]) -> str:
-    return str(run.get("method") or str(run["peft"]).removeprefix("capaboost_"))
+    return str(run["method"])
 
 
 def is_capaboost(run: dict[str, Any]) -> bool:
-    return bool(run.get("capaboost", str(run["peft"]).startswith("capaboost")))
-
-
-def legacy_identity(run: dict[str, Any]) -> dict[str, Any]:
-    """Row identity of a result file written before `identity` existed (the earlier grouping)."""
-    method, capa = method_of(run), is_capaboost(run)
-    out: dict[str, Any] = {}
-    for name, paths in LEGACY_FIELDS.items():
-        value = lookup(run, paths, method)
-        if name in METHOD_ONLY and METHOD_ONLY[name] != method:
-            value = None
-        if not capa and name in CAPA_ONLY:
-            value = None  # vanilla: one branch, no mask, whatever the top-level keys say
-        if name == "source" and value is None:
-            value = "unknown"
-        out[name] = value if name == "density" else _norm(value)
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    for section in EXTRA_SECTIONS:
-        node = config.get(section)
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key not in EXTRA_IGNORED[section] and value is not None:
-                    out.update(flatten(value, f"{section}.{key}"))
-    return out
+    return bool(run["capaboost"])
 
 
 def row_identity(run: dict[str, Any]) -> dict[str, Any]:
     """The experiment apart from task and seed, as flat dotted keys (None values dropped).
 
-    With `identity`: a hyperparameter equal to the task recipe's value reads PER_TASK, so one
+    A hyperparameter equal to the task recipe's value reads PER_TASK, so one
     method's tasks share a row although their recipes differ; an overridden value stays (r=4).
     """
     ident = run.get("identity")
-    if not isinstance(ident, dict):
-        return {k: v for k, v in legacy_identity(run).items() if v is not None}
+    if ident is None:
+        bare = {k: run.get(k) for k in BARE} if is_capaboost(run) else {}
+        return {"peft": str(run["peft"]), **{k: v if k == "density" else _norm(v)
+                                             for k, v in bare.items() if v is not None}}
     method, capa = base_method(method_of(run)), is_capaboost(run)  # a PEFT-library baseline: LoRA's fields
     recipe = lookup(run, [f"config.recipe.{method}"]) or {}
     out: dict[str, Any] = {}
@@ -163,8 +118,8 @@ def field_of(ident: dict[str, Any], name: str) -> Any:
 
 def canonical(run: dict[str, Any]) -> dict[str, Any]:
     """The fields figures, paper matching and label ordering need, from any result file."""
-    ident = run.get("identity") if isinstance(run.get("identity"), dict) else None
-    flat = dict(flatten(ident)) if ident else legacy_identity(run)
+    ident = run.get("identity")
+    flat = dict(flatten(ident)) if ident is not None else {}
     capa = is_capaboost(run)
     lora_like = base_method(method_of(run)) == "lora"
     r = field_of(flat, "r") if lora_like else None
@@ -172,15 +127,15 @@ def canonical(run: dict[str, Any]) -> dict[str, Any]:
         r = lookup(run, ["hparams.r", "config.peft.r"])
     source = field_of(flat, "source")
     return {"peft": str(run["peft"]), "method": method_of(run), "capaboost": capa,
-            "d": _norm(run.get("d")) if capa else 1, "density": run.get("density") if capa else 1.0,
-            "mask": run.get("mask") if capa else None, "r": _norm(r),
+            "d": _norm(run["d"]) if capa else 1, "density": run["density"] if capa else 1.0,
+            "mask": run["mask"] if capa else None, "r": _norm(r),
             "train_limit": field_of(flat, "train_limit"),
-            "source": "unknown" if source is None and not ident else (source or HUB)}
+            "source": source or (HUB if ident is not None else "unknown")}
 
 
 def selection_rule(run: dict[str, Any]) -> Any:
     sel = run.get("selection")
-    return (sel.get("rule") if isinstance(sel, dict) else None) or run.get("selection_rule")
+    return sel.get("rule") if isinstance(sel, dict) else None
 
 
 def run_flags(run: dict[str, Any]) -> set[str]:
@@ -318,11 +273,11 @@ class Table:
 
 def buckets_of(run: dict[str, Any], main_sweeps: Iterable[str]) -> list[str | None]:
     """Which outputs a run belongs to: each sweep that requested it (the family's main sweeps map
-    to MAIN); files without a sweep record: MAIN if they predate `identity`, else SINGLE."""
-    sweeps = run.get("sweeps")
-    if isinstance(sweeps, list) and sweeps:
+    to MAIN); a run launched alone (no sweep): SINGLE."""
+    sweeps = run.get("sweeps") or []
+    if sweeps:
         return sorted({MAIN if s in set(main_sweeps) else str(s) for s in sweeps}, key=lambda b: b or "")
-    return [MAIN] if not isinstance(run.get("identity"), dict) else [SINGLE]
+    return [SINGLE]
 
 
 def build_tables(runs: list[dict[str, Any]],
@@ -336,7 +291,7 @@ def build_tables(runs: list[dict[str, Any]],
         ident = row_identity(run)
         canon = canonical(run)
         key = tuple(sorted(ident.items(), key=lambda kv: kv[0]))
-        raw = dict(flatten(run["identity"])) if isinstance(run.get("identity"), dict) else {}
+        raw = dict(flatten(run.get("identity") or {}))
         for bucket in buckets_of(run, main_sweeps.get(fam, ())):
             tkey = (bucket or "", fam, model, str(canon["source"]))
             table = tables.setdefault(tkey, Table(fam, model, str(canon["source"]), bucket))

@@ -143,7 +143,8 @@ def row_labels(rows: list[Row]) -> list[str]:
     the table's rows. Labels that would still be equal get the row's identity digest."""
     keys = sorted({k for row in rows for k in row.identity if k.rsplit(".", 1)[-1] not in NEVER})
     shown = {k: [_display(row, k) for row in rows] for k in keys}
-    # one setting recorded twice (capaboost.r and hparams.r): keep the first of equal twins
+    # one setting recorded twice in today's identity (capaboost.r and hparams.r, tasks/result.py says
+    # why): keep the first of equal twins
     for k in list(keys):
         if any(o != k and o in shown and o.rsplit(".", 1)[-1] == k.rsplit(".", 1)[-1] and shown[o] == shown[k]
                for o in keys[:keys.index(k)]):

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
 import capaboost
+from tasks import result as schema
 from tasks.cluster import distributed, finished, lifecycle, runlock
 from tasks.cluster.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config.runspec import ConfigError, RunSpec
@@ -29,8 +30,7 @@ from tasks.training.job import Job
 from tasks.training.peft import TrainerModel, attach_peft, count_parameters
 from tasks.training.provenance import WandbStep, git_sha, run_name, start_wandb, versions
 
-RESULT = finished.RESULT
-WEIGHTS = "peft.safetensors"
+RESULT, WEIGHTS = schema.RESULT, schema.WEIGHTS  # the public names they had here
 
 
 # --- model ----------------------------------------------------------------------------------------------
@@ -167,24 +167,19 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
         raise RuntimeError("training finished without a single evaluation round")
     if baseline:  # AdaLoRA's budget is known after pruning
         params = count_parameters(model, spec)
-    result = {
-        "task": spec.task, "model": spec.model, "peft": spec.peft, "method": spec.method,
-        "capaboost": spec.capaboost, "d": spec.d, "density": spec.density, "mask": spec.mask,
-        "seed": spec.seed, "mask_seed": spec.mask_seed,
-        "metrics": None, "best": None, "best_epoch": None, "epochs_evaluated": len(history),
-        "selection": None,
-        "main_metric": spec.main_metric, "params": params, "status": "completed",
-        "runtime_s": round(time.time() - start, 2), "resumed_from": checkpoint,
-        "global_step": trainer.state.global_step, "git_sha": git_sha(), "versions": versions(),
-        "config": spec.config, "hparams": spec.hparams, "protocol": spec.protocol, "group": spec.group,
-        "identity": spec.identity, "identity_key": spec.identity_key,
-        "sweeps": [spec.sweep] if spec.sweep else [],
-        "mask_digest": digest, "rank": None, "world_size": info.world_size,
-        "per_device_batch_size": args.per_device_train_batch_size,
-        "grad_accum": args.gradient_accumulation_steps,
-        "run_dir": str(run_dir), "history": divergence.finite_or_none(history), **device.record(placement),
-        "data_digest": path_digests(spec) if info.is_main else None,
-    }
+    result = schema.build(  # every key defined once, in tasks/result.py
+        task=spec.task, model=spec.model, peft=spec.peft, method=spec.method, capaboost=spec.capaboost,
+        d=spec.d, density=spec.density, mask=spec.mask, seed=spec.seed, mask_seed=spec.mask_seed,
+        metrics=None, best=None, best_epoch=None, epochs_evaluated=len(history), selection=None,
+        main_metric=spec.main_metric, params=params, status="completed",
+        runtime_s=round(time.time() - start, 2), resumed_from=checkpoint,
+        global_step=trainer.state.global_step, git_sha=git_sha(), versions=versions(),
+        config=spec.config, hparams=spec.hparams, protocol=spec.protocol, group=spec.group,
+        identity=spec.identity, identity_key=spec.identity_key, sweeps=[spec.sweep] if spec.sweep else [],
+        mask_digest=digest, rank=None, world_size=info.world_size,
+        per_device_batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
+        run_dir=str(run_dir), history=divergence.finite_or_none(history), **device.record(placement),
+        data_digest=path_digests(spec) if info.is_main else None)
     if diverged is not None:
         return _diverged(result, diverged, run_dir, status, wandb_run, info)
     scores = [job.select_score(row["select"]) for row in history]

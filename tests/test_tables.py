@@ -69,7 +69,7 @@ def tree(tmp_path: Path) -> Path:
                                                           for j, m in enumerate(GLUE_METRICS[task])}))
     put(runs, "broken", "{not json")
     put(runs, "partial", {"task": "glue/cola", "model": "roberta-base"})
-    put(runs, "running", result("glue/cola", "lora", 45, {"mcc": 0.99}, status="running"))
+    put(runs, "diverged", result("glue/cola", "lora", 45, {"mcc": 0.99}, status="diverged"))
     put(runs, "fixture-run", result("glue/rte", "lora", 42, {"accuracy": 0.5}, source="fixture"))
     # Fig. 4 material: CapaBoost-LoRA at two ranks and two d, density 0.5
     for r_, d_, acc in [(4, 2, 0.70), (8, 2, 0.72), (4, 4, 0.71), (8, 4, 0.74)]:
@@ -85,7 +85,7 @@ def test_tables_cells_and_problems(tree: Path, tmp_path: Path) -> None:
     text = "\n".join(report.lines())
     assert f"SKIPPED {tree.resolve() / 'broken' / 'result.json'}" in text
     assert f"SKIPPED {tree.resolve() / 'partial' / 'result.json'}" in text
-    assert "excluded 1 run(s) whose status is not 'completed' (1 running)" in text
+    assert "excluded 1 run(s) whose status is not 'completed' (1 diverged)" in text
     md = read(out, "glue_roberta_base.md")
 
     lora = md_row(md, "LoRA (r=8)")
@@ -188,7 +188,7 @@ def test_test_set_selection_is_marked(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for seed in (42, 43, 44):
         put(runs, f"v{seed}", result("vtab/dtd", "lora", seed, {"accuracy": 0.6}, model="vit-b16",
-                                     rule="best_test_epoch" if seed == 42 else None))
+                                     rule="best_test_epoch" if seed == 42 else "best_select_epoch"))
     make_tables([runs], tmp_path / "out", figures=False)
     md = read(tmp_path / "out", "vtab_vit_b16.md")
     assert md_row(md, "LoRA")[3] == "60.00 ± 0.00‡"
@@ -205,7 +205,7 @@ def _identity_grid(runs: Path, peft: str, tasks: list[str], seeds=(42, 43, 44), 
             vals[(task, seed)] = m
             tag = "-".join(f"{k}{v}" for k, v in sorted(kw.items()) if k != "sweeps")
             put(runs, f"{peft}-{tag}-{task.replace('/', '_')}-{seed}",
-                result(task, peft, seed, m, identity=True, **kw))
+                result(task, peft, seed, m, **{"sweeps": [], **kw}))
     return vals
 
 
@@ -234,7 +234,7 @@ def test_labels_identify_each_experiment(tmp_path: Path) -> None:
 def test_labels_never_collide(tmp_path: Path) -> None:
     """Two identities whose difference no label field shows still get two different labels."""
     runs = tmp_path / "runs"
-    a = result("glue/cola", "lora", 42, {"mcc": 0.5}, identity=True)
+    a = result("glue/cola", "lora", 42, {"mcc": 0.5}, sweeps=[])
     b = json.loads(json.dumps(a))
     del b["identity"]["capaboost"]["init"]  # same experiment for a reader, different identity
     b["identity_key"] = "other"
@@ -283,7 +283,7 @@ def test_each_sweep_gets_its_own_outputs(tmp_path: Path) -> None:
 def test_rows_sorted_by_rank_numerically(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for r in (16, 4, 32):
-        put(runs, f"r{r}", result("glue/cola", "lora", 42, {"mcc": 0.5}, r=r, identity=True))
+        put(runs, f"r{r}", result("glue/cola", "lora", 42, {"mcc": 0.5}, r=r, sweeps=[]))
     make_tables([runs], tmp_path / "out", figures=False)
     assert list(md_rows(read(tmp_path / "out", "glue_roberta_base-single_runs.md"))) == \
         ["LoRA (r=4)", "LoRA (r=16)", "LoRA (r=32)"]
@@ -333,7 +333,7 @@ def test_fig1_uses_the_tables_glue_average_and_measured_rank(tmp_path: Path) -> 
                      + 0.001 * (seed - 42)
                      for name in GLUE_METRICS[task]}
                 put(runs, f"{peft}{d}-{r}-{task.replace('/', '_')}-{seed}", result(
-                    task, peft, seed, m, r=r, d=d, rank=rank, identity=True, sweeps=["fig1_rank_params"],
+                    task, peft, seed, m, r=r, d=d, rank=rank, sweeps=["fig1_rank_params"],
                     params={"trainable": 2000, "peft": 100 * r * d, "effective": 9999, "total": 101_000}))
         # the 11 numbers: mean over the two seeds of each, then their mean
         nums = [100 * (0.60 + 0.03 * GLUE_ORDER.index(t) + 0.01 * (m == "f1") + 0.002 * r + 0.01 * d + 0.0005)
@@ -369,7 +369,7 @@ def test_fig3_arms_sparsity_and_subset(tmp_path: Path) -> None:
         for seed, delta in ((42, 0.0), (43, 0.02)):
             put(runs, f"f3-{mask}-{density}-{seed}", result(
                 "glue/cola", "capaboost_lora", seed, {"mcc": acc + delta}, mask=mask, density=density,
-                train_limit=10000, identity=True, sweeps=["fig3_masks"]))
+                train_limit=10000, sweeps=["fig3_masks"]))
     report = make_tables([runs], tmp_path / "out")
     fig = next(f for f in report.figure_specs if f.kind == "fig3_masks")
     assert "10k-example training subset" in fig.title and fig.xlabel == "sparsity (1 - density)"
@@ -558,10 +558,10 @@ def test_paired_file_matches_scipys_paired_t_test(tmp_path: Path) -> None:
     for (peft, r, d), (xs, size) in arms.items():
         for seed, x in zip(seeds, xs, strict=True):
             put(tmp_path / "runs", f"{peft}-{r}-{seed}", result(
-                "glue/stsb", peft, seed, {"pearson": x, "spearman": x}, r=r, d=d, identity=True, sweeps=["x"],
+                "glue/stsb", peft, seed, {"pearson": x, "spearman": x}, r=r, d=d, sweeps=["x"],
                 params={"trainable": 2 * size, "effective": 2 * size, "peft": size, "total": 10**6}))
     put(tmp_path / "runs", "no-peft-count", result("glue/stsb", "lora", 42, {"pearson": 0.1}, r=12,
-                                                   identity=True, sweeps=["x"]))
+                                                   sweeps=["x"]))
     make_tables([tmp_path / "runs"], tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")]
             for line in read(tmp_path, "glue_roberta_base-x-paired.md").splitlines() if "| STS-B P |" in line]
@@ -572,12 +572,13 @@ def test_paired_file_matches_scipys_paired_t_test(tmp_path: Path) -> None:
         oracle = stats.ttest_rel(100 * np.array(capa), 100 * np.array(lora)).confidence_interval(0.95)
         assert row[6] == f"[{oracle.low:+.2f}, {oracle.high:+.2f}]" and row[7] == "5" and row[8] == verdict
     worse = [0.70, 0.72, 0.69, 0.71, 0.73]
-    small = {"identity": True, "sweeps": ["x"], "params": {"peft": 300, "total": 10**6}}
+    small = {"sweeps": ["x"], "params": {"peft": 300, "total": 10**6}}
     for seed, x, y in zip(seeds, worse, lora, strict=True):
         put(tmp_path / "worse", f"c{seed}", result("glue/stsb", "capaboost_lora", seed, {"pearson": x}, r=4,
                                                    **small))
+        rule = "best_test_epoch" if seed == 46 else "best_select_epoch"
         put(tmp_path / "worse", f"l{seed}", result("glue/stsb", "lora", seed, {"pearson": y}, r=3, **small,
-                                                   rule="best_test_epoch" if seed == 46 else None))
+                                                   rule=rule))
     make_tables([tmp_path / "worse"], tmp_path / "w")
     text = read(tmp_path / "w", "glue_roberta_base-x-paired.md")
     assert "| CapaBoost worse‡ |" in text  # one LoRA seed chose its epoch on the test set: the table's mark
@@ -616,7 +617,7 @@ def test_switch_rows_pair_with_the_same_experiment_on_our_side(tmp_path: Path) -
             "other_lr": ({"trainer.lr": 0.1}, [0.5] * 5)}  # not a switch: no pair
     for arm, (changes, xs) in arms.items():
         for seed, x in zip(seeds, xs, strict=True):
-            res = result("glue/stsb", "capaboost_lora", seed, {"pearson": x}, r=4, identity=True,
+            res = result("glue/stsb", "capaboost_lora", seed, {"pearson": x}, r=4,
                          sweeps=["x"], params={"trainable": 700, "peft": 305, "total": 10**6})
             for key, value in changes.items():
                 section, leaf = key.split(".")
@@ -646,7 +647,7 @@ def test_every_row_note_reads_defaults_from_the_schema(tmp_path: Path) -> None:
     def notes(precision: str | None) -> str:
         runs, out = tmp_path / f"runs-{precision}", tmp_path / f"out-{precision}"
         for seed in (42, 43):
-            res = result("glue/cola", "lora", seed, {"mcc": 0.5 + seed / 1000}, identity=True)
+            res = result("glue/cola", "lora", seed, {"mcc": 0.5 + seed / 1000})
             keys = {f.name for f in fields(MethodRecipe)}  # the recipe as the runner records it
             res["config"]["recipe"] = {m: {k: v for k, v in r.items() if k in keys}
                                        for m, r in res["config"]["recipe"].items()}
@@ -655,8 +656,29 @@ def test_every_row_note_reads_defaults_from_the_schema(tmp_path: Path) -> None:
                 res["identity_key"] = identity_key(res["identity"])
             put(runs, f"cola-{seed}", res)
         make_tables([runs], out, figures=False)
-        md = read(out, "glue_roberta_base-single_runs.md")
+        md = read(out, "glue_roberta_base.md")
         return next((line for line in md.splitlines() if "Every row:" in line), "")
 
     assert "precision" not in notes(None)
     assert "precision=fp32" in notes("fp32")
+
+
+def test_a_result_with_the_required_keys_only_is_grouped_by_its_top_level_keys(tmp_path: Path) -> None:
+    """Another tool's result.json (tasks.result.REQUIRED only, no identity, no sweeps): a row per PEFT
+    preset and CapaBoost coordinates, in a table of unknown data, never beside the paper."""
+    from tasks.result import REQUIRED
+
+    runs = tmp_path / "runs"
+    xs = {("lora", 1): [0.60, 0.62, 0.64], ("capaboost_lora", 2): [0.63, 0.65, 0.70],
+          ("capaboost_lora", 4): [0.50, 0.52, 0.54]}
+    for (peft, d), values in xs.items():
+        for seed, x in zip((42, 43, 44), values, strict=True):
+            full = result("glue/cola", peft, seed, {"mcc": x}, d=d)
+            put(runs, f"{peft}-{d}-{seed}", {k: v for k, v in full.items() if k in REQUIRED})
+    make_tables([runs], tmp_path / "out", figures=False)
+    md = read(tmp_path / "out", "glue_roberta_base-unknown-single_runs.md")
+    assert "NOT comparable to the paper" in md and "(paper" not in md
+    for label, key in (("LoRA", ("lora", 1)), ("CapaBoost-LoRA (d=2, density=0.5)", ("capaboost_lora", 2)),
+                       ("CapaBoost-LoRA (d=4, density=0.5)", ("capaboost_lora", 4))):
+        values = [100 * x for x in xs[key]]
+        assert md_row(md, label)[1] == f"{sum(values) / 3:.2f} ± {sample_std(values):.2f}"

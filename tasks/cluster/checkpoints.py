@@ -22,10 +22,11 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from tasks import result as schema
 from tasks.cluster import distributed
 from tasks.files import TMP_SUFFIX, write_text
 
-CHECKPOINTS = "checkpoints"
+CHECKPOINTS = schema.CHECKPOINTS
 MARKER = "checkpoint_complete.json"
 
 

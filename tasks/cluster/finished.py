@@ -23,13 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks import result as schema
 from tasks.cluster import runlock
 from tasks.files import write_text
+from tasks.result import CHECKPOINTS, FORCED, PENDING, RESULT, WANDB_DIR, WANDB_ID, to_json
 
-RESULT = "result.json"
-PENDING = "sweeps.pending"
-FORCED = "forced.json"
-CHECKPOINTS = "checkpoints"
 READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
@@ -38,17 +36,19 @@ class Torn(ValueError):
 
 
 def load(path: Path) -> dict[str, Any] | None:
-    """The result at ``path``; None if there is none; Torn (naming why) if it cannot be one."""
+    """The result at ``path``; None if there is none; Torn (naming why) if it cannot be one.
+
+    Finished means a complete JSON object, not a valid one of this schema (``tasks.result.problem``, which
+    ``make tables`` applies): a reader made stricter, or a file of a newer schema, must never make a
+    re-run train a finished run again."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        result = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise Torn(f"not UTF-8 at byte {error.start}") from None
+        result = schema.parse(data)
     except ValueError as error:
-        raise Torn("empty" if not data.strip() else f"not complete JSON ({error})") from None
+        raise Torn(str(error)) from None
     if not isinstance(result, dict):
         raise Torn(f"a JSON {type(result).__name__}, not an object")
     return result
@@ -97,7 +97,7 @@ def reuse(path: Path, sweep: str | None, locked: bool = False) -> dict[str, Any]
     try:
         result = load(path) or result  # again, under the lock
         if merge(result, path.parent, [sweep] if sweep else []):
-            write_text(path, to_json(result))
+            write_text(path, to_json(result))  # unchecked: the file as it was, plus the sweep names
         clear_pending(path.parent, result["sweeps"])
     finally:
         if lock is not None:
@@ -136,17 +136,13 @@ def clear_pending(run_dir: Path, merged: list[str]) -> None:
         pass  # absent, or a name arrived meanwhile (kept for the next merge)
 
 
-def to_json(result: dict[str, Any]) -> str:
-    """Strict JSON: a bare NaN is refused here rather than written for other readers to choke on."""
-    return json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
-
-
 def write(path: Path, result: dict[str, Any]) -> None:
-    """Write a finished result (run lock held), with every pending sweep name, then settle late ones."""
+    """Write a finished result (run lock held; tasks.result.write: checked, strict, atomic), with every
+    pending sweep name, then settle late ones."""
     merge(result, path.parent, [])
-    write_text(path, to_json(result))
+    schema.write(path, result)
     if merge(result, path.parent, []):  # a name recorded while the file was written
-        write_text(path, to_json(result))
+        schema.write(path, result)
     clear_pending(path.parent, result["sweeps"])
 
 
@@ -168,7 +164,7 @@ def discard_for_force(run_dir: Path) -> bool:
     result = run_dir / RESULT
     if not result.exists():
         return False
-    for stale in (result, run_dir / CHECKPOINTS, run_dir / "wandb", run_dir / "wandb_id"):
+    for stale in (result, run_dir / CHECKPOINTS, run_dir / WANDB_DIR, run_dir / WANDB_ID):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():

@@ -34,10 +34,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from tasks import result as schema
 from tasks.cluster import runlock
 from tasks.files import TMP_SUFFIX, write_text
 
-STATUS = "status.json"
+STATUS = schema.STATUS
 SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None),
                             getattr(signal, "SIGUSR2", None)) if s is not None)
 REQUEUE = tuple(s for s in SIGNALS if s != signal.SIGINT)  # under SLURM: save, then requeue
@@ -98,7 +99,7 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
     except (runlock.RunLocked, OSError):
         return
     try:
-        if not (run_dir / "result.json").exists():
+        if not (run_dir / schema.RESULT).exists():
             message = " ".join(str(error).split())[:500]
             Status(run_dir).write("failed", error=f"{type(error).__name__}: {message}",
                                   stage="before training")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks import result as schema
 from tasks.cluster import finished, runlock
 
 STATES = ("done", "running", "dead", "failed", "missing")
@@ -41,7 +42,7 @@ class RunState:
 
 def _status(run_dir: Path) -> dict[str, Any]:
     try:
-        status = json.loads((run_dir / "status.json").read_text())
+        status = json.loads((run_dir / schema.STATUS).read_text())
     except (OSError, ValueError):
         return {}
     return status if isinstance(status, dict) else {}
@@ -51,12 +52,12 @@ def state_of(run_dir: Path, sweep: str | None = None, stale_after_s: float = run
              ) -> tuple[str, str, str]:
     """(state, one-line detail, note) of one run directory."""
     try:
-        result = finished.load(run_dir / finished.RESULT)
+        result = finished.load(run_dir / schema.RESULT)
     except finished.Torn as torn:
         return "failed", f"result.json is torn ({torn}): a relaunch sets it aside and resumes", ""
     if result is not None:
         names = result.get("sweeps") or []
-        pending = (run_dir / finished.PENDING / sweep).exists() if sweep else False
+        pending = (run_dir / schema.PENDING / sweep).exists() if sweep else False
         by = ", ".join(names) or "a single run"
         note = "" if not sweep or sweep in names or pending else \
             f"finished by {by}; not yet in {sweep}'s tables (a relaunch adds it)"
@@ -80,7 +81,7 @@ def state_of(run_dir: Path, sweep: str | None = None, stale_after_s: float = run
         where = f"host {status.get('host', '?')}, pid {status.get('pid', '?')}"
         return "dead", (f"status.json says {kind} ({where}, updated {status.get('updated', '?')}) but no "
                         f"process holds the run: killed{step}"), ""
-    if (run_dir / finished.CHECKPOINTS).is_dir():
+    if (run_dir / schema.CHECKPOINTS).is_dir():
         return "dead", "checkpoints but no status.json", ""
     return "missing", "", ""
 

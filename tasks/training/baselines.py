@@ -27,12 +27,13 @@ from tasks.config.methods import (  # noqa: F401  (the table's one address; thes
     is_baseline,
     settings,
 )
+from tasks.result import ADAPTER_DIR
 
 if TYPE_CHECKING:
     from torch import nn
     from transformers import TrainerCallback
 
-WEIGHTS_DIR = "peft_adapter"  # a stock PEFT adapter (save_pretrained), beside result.json
+WEIGHTS_DIR = ADAPTER_DIR  # a stock PEFT adapter (save_pretrained), beside result.json
 
 
 def targets(backbone: Backbone, requested: list[str] | tuple[str, ...] | None) -> list[str]:

@@ -18,6 +18,7 @@ from tasks import ROOT as REPO
 from tasks.config.identity import digest
 from tasks.config.runspec import RunSpec
 from tasks.files import write_text
+from tasks.result import WANDB_ID
 
 WANDB_STEP = "wandb_step.json"
 
@@ -61,7 +62,7 @@ def start_wandb(spec: RunSpec, run_dir: Path, checkpoint: str | None = None) -> 
     logger = spec.config["logger"]
     import wandb
 
-    id_file = run_dir / "wandb_id"
+    id_file = run_dir / WANDB_ID
     run_id = id_file.read_text().strip() if id_file.is_file() else (
         digest(spec.run_dir, 16) + ("-" + uuid.uuid4().hex[:6] if spec.force else ""))
     write_text(id_file, run_id)
