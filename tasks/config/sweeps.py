@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "sweeps"
 CONF = ROOT / "conf"
 # Names that stand for several sweeps (make preflight / sweep-list / prefetch NAME=paper): every paper
