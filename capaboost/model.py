@@ -10,7 +10,7 @@ from . import backbones
 from .adapter import MaskedBottleneck, PfeifferMlp, PfeifferOutput
 from .config import CapaBoostConfig
 from .lora import LoRALinear, projection
-from .masks import make_masks, mask_seed
+from .masks import site_masks
 from .prefix import apply_prefix, prefix_inference_size, prompt_encoder
 
 
@@ -68,10 +68,6 @@ def _has_submodule(model: nn.Module, name: str) -> bool:
     return True
 
 
-def _masks(cfg: CapaBoostConfig, shape: tuple[int, ...], *names: str) -> torch.Tensor:
-    return make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, *names), cfg.nm_group)
-
-
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -96,8 +92,8 @@ def _add_lora(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone,
         slices = [(None, None)] if whole else [(p, _third(p, out_f)) for p in parts]
         for part, rows in slices:
             tag = "" if part is None else f"{part}/"
-            masks = (_masks(cfg, (cfg.r, in_f), name, tag + "lora_A"),
-                     _masks(cfg, ((rows[1] - rows[0]) if rows else out_f, cfg.r), name, tag + "lora_B"))
+            masks = (site_masks(cfg, (cfg.r, in_f), name, tag + "lora_A"),
+                     site_masks(cfg, ((rows[1] - rows[0]) if rows else out_f, cfg.r), name, tag + "lora_B"))
             if build:
                 _replace(model, name, LoRALinear(model.get_submodule(name), cfg.r, cfg.alpha, *masks,
                                                  cfg.dropout, cfg.init, rows))
@@ -121,7 +117,7 @@ def _add_adapters(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone
         base = model.get_submodule(name)
         hidden = base.fc2.out_features if bb.adapter_kind == "mlp" else base.dense.out_features
         width = max(1, hidden // cfg.reduction_factor)
-        masks = _masks(cfg, (width, hidden), name, "down"), _masks(cfg, (hidden, width), name, "up")
+        masks = site_masks(cfg, (width, hidden), name, "down"), site_masks(cfg, (hidden, width), name, "up")
         if build:
             adapter = MaskedBottleneck(hidden, width, hidden, *masks, nn.ReLU())
             _replace(model, name, wrapper(base, adapter.to(next(base.parameters()).device)))
