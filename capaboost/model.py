@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -171,18 +172,28 @@ def _peft_parameters(model: nn.Module) -> dict[int, nn.Parameter]:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """trainable: numel with requires_grad; effective: trainable entries some mask keeps (unmasked
-    trainables such as the head count fully); peft: entries of the PEFT weights some mask keeps,
-    heads excluded (what PEFT papers quote); total: all. Prefix tuning adds prefix_inference: the
-    key/value entries the prefix becomes at inference (its MLP exists only in training)."""
+    """``tally`` of a CapaBoost model: its PEFT weights are the LoRA factors, adapters and prefix, each
+    counted by the union of its d masks. Prefix tuning adds prefix_inference: the key/value entries the
+    prefix becomes at inference (its MLP exists only in training)."""
     model = unwrap(model)
-    union = {key: int(kept.sum()) for key, kept in mask_unions(model).items()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    out = {"trainable": sum(p.numel() for p in trainable),
-           "effective": sum(union.get(id(p), p.numel()) for p in trainable),
-           "peft": sum(union.get(key, p.numel()) for key, p in _peft_parameters(model).items()),
-           "total": sum(p.numel() for p in model.parameters())}
+    kept = {key: int(union.sum()) for key, union in mask_unions(model).items()}
+    out = tally(model.parameters(), _peft_parameters(model).values(), kept)
     inference = prefix_inference_size(model)
     if inference is not None:
         out["prefix_inference"] = inference
     return out
+
+
+def tally(parameters: Iterable[nn.Parameter], peft: Iterable[nn.Parameter],
+          kept: dict[int, int] | None = None) -> dict[str, int]:
+    """The counts every table quotes, for any PEFT model (the PEFT-library baselines use it too): from
+    the model's parameters (each once), its PEFT weights and ``kept`` (id -> entries some mask keeps;
+    unmasked tensors count fully). trainable: numel with requires_grad; effective: trainable entries
+    some mask keeps (the head counts fully); peft: the PEFT weights' kept entries, heads excluded (what
+    PEFT papers quote); total: all."""
+    kept, parameters = kept or {}, list(parameters)
+    trainable = [p for p in parameters if p.requires_grad]
+    return {"trainable": sum(p.numel() for p in trainable),
+            "effective": sum(kept.get(id(p), p.numel()) for p in trainable),
+            "peft": sum(kept.get(id(p), p.numel()) for p in peft),
+            "total": sum(p.numel() for p in parameters)}
