@@ -83,12 +83,13 @@ def backbone(spec: Any) -> nn.Module:
             _check_vit(model.vit, model_cfg)
         return model
     if model_cfg["kind"] == "tiny":
-        return models.tiny_text_model(model_cfg, head(spec), model_cfg.get("vocab_size") or 2000,
-                                      spec.hparams["max_seq_length"], labels)
-    config = text_config(spec)
-    model = models.from_config(config, head(spec))
-    # the runner's for_classification: pad with eos where the checkpoint has no pad token, no cache
-    return models.without_cache(model, config.eos_token_id) if head(spec) != "causal" else model
+        model = models.tiny_text_model(model_cfg, head(spec), model_cfg.get("vocab_size") or 2000,
+                                       spec.hparams["max_seq_length"], labels)
+    else:
+        model = models.from_config(text_config(spec), head(spec))
+    # load_text's for_classification (the causal LM keeps its config): no kv cache, pad with eos where
+    # the config has no pad token
+    return model if head(spec) == "causal" else models.without_cache(model, model.config.eos_token_id)
 
 
 def text_config(spec: Any) -> Any:
