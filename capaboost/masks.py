@@ -5,16 +5,25 @@ order the modules are built in (DDP ranks, a resumed run, ``load`` in a fresh in
 they never touch the global RNG, never use Python's salted ``hash()``, and never depend on how a
 sort breaks ties: positions are ranked by distinct integers (a seeded permutation), so there are
 none. A checkpoint stores the masks' digest and ``load`` refuses masks that differ.
+
+Every mask ``capaboost.apply`` places comes from ``site_masks``; ``mask_maker`` swaps the function it
+draws with for a block (e.g. a model built on the meta device, shapes only, keeping real masks aside).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import MASKS
+
+if TYPE_CHECKING:
+    from .config import CapaBoostConfig
 
 
 def mask_seed(seed: int, *names: str) -> int:
@@ -46,6 +55,29 @@ def make_masks(shape: Sequence[int], d: int, density: float, kind: str = "random
     masks = _nm(shape, draws, density, nm_group, gen) if kind == "nm" \
         else _random(shape, draws, density, gen)
     return masks.expand(d, *shape).clone() if kind == "same" else masks
+
+
+MaskMaker = Callable[..., torch.Tensor]  # make_masks' signature: (shape, d, density, kind, seed, nm_group)
+_MAKER: ContextVar[MaskMaker | None] = ContextVar("capaboost_mask_maker", default=None)
+
+
+@contextlib.contextmanager
+def mask_maker(maker: MaskMaker) -> Iterator[None]:
+    """Inside the block every mask capaboost places is ``maker(shape, d, density, kind, seed, nm_group)``
+    instead of ``make_masks(...)``: the hook for building a model whose tensors have no values (meta or
+    fake tensors), where the masks must still be drawn for real to be counted."""
+    token = _MAKER.set(maker)
+    try:
+        yield
+    finally:
+        _MAKER.reset(token)
+
+
+def site_masks(cfg: CapaBoostConfig, shape: Sequence[int], *names: str) -> torch.Tensor:
+    """The ``cfg.d`` masks of the PEFT weight ``names`` (module name, tensor name): the one call site of
+    ``make_masks`` (or of the ``mask_maker`` in force) for everything ``capaboost.apply`` builds."""
+    make = _MAKER.get() or make_masks
+    return make(tuple(shape), cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, *names), cfg.nm_group)
 
 
 def _distinct_ranks(gen: torch.Generator, batch: tuple[int, ...], n: int) -> torch.Tensor:

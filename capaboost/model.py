@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from . import backbones
 from .adapter import MaskedBottleneck, PfeifferMlp, PfeifferOutput
 from .config import CapaBoostConfig
 from .lora import LoRALinear, projection
-from .masks import make_masks, mask_seed
+from .masks import site_masks
 from .prefix import apply_prefix, prefix_inference_size, prompt_encoder
 
 
@@ -68,10 +69,6 @@ def _has_submodule(model: nn.Module, name: str) -> bool:
     return True
 
 
-def _masks(cfg: CapaBoostConfig, shape: tuple[int, ...], *names: str) -> torch.Tensor:
-    return make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, *names), cfg.nm_group)
-
-
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -96,8 +93,8 @@ def _add_lora(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone,
         slices = [(None, None)] if whole else [(p, _third(p, out_f)) for p in parts]
         for part, rows in slices:
             tag = "" if part is None else f"{part}/"
-            masks = (_masks(cfg, (cfg.r, in_f), name, tag + "lora_A"),
-                     _masks(cfg, ((rows[1] - rows[0]) if rows else out_f, cfg.r), name, tag + "lora_B"))
+            masks = (site_masks(cfg, (cfg.r, in_f), name, tag + "lora_A"),
+                     site_masks(cfg, ((rows[1] - rows[0]) if rows else out_f, cfg.r), name, tag + "lora_B"))
             if build:
                 _replace(model, name, LoRALinear(model.get_submodule(name), cfg.r, cfg.alpha, *masks,
                                                  cfg.dropout, cfg.init, rows))
@@ -121,7 +118,7 @@ def _add_adapters(model: nn.Module, cfg: CapaBoostConfig, bb: backbones.Backbone
         base = model.get_submodule(name)
         hidden = base.fc2.out_features if bb.adapter_kind == "mlp" else base.dense.out_features
         width = max(1, hidden // cfg.reduction_factor)
-        masks = _masks(cfg, (width, hidden), name, "down"), _masks(cfg, (hidden, width), name, "up")
+        masks = site_masks(cfg, (width, hidden), name, "down"), site_masks(cfg, (hidden, width), name, "up")
         if build:
             adapter = MaskedBottleneck(hidden, width, hidden, *masks, nn.ReLU())
             _replace(model, name, wrapper(base, adapter.to(next(base.parameters()).device)))
@@ -175,18 +172,28 @@ def _peft_parameters(model: nn.Module) -> dict[int, nn.Parameter]:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """trainable: numel with requires_grad; effective: trainable entries some mask keeps (unmasked
-    trainables such as the head count fully); peft: entries of the PEFT weights some mask keeps,
-    heads excluded (what PEFT papers quote); total: all. Prefix tuning adds prefix_inference: the
-    key/value entries the prefix becomes at inference (its MLP exists only in training)."""
+    """``tally`` of a CapaBoost model: its PEFT weights are the LoRA factors, adapters and prefix, each
+    counted by the union of its d masks. Prefix tuning adds prefix_inference: the key/value entries the
+    prefix becomes at inference (its MLP exists only in training)."""
     model = unwrap(model)
-    union = {key: int(kept.sum()) for key, kept in mask_unions(model).items()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    out = {"trainable": sum(p.numel() for p in trainable),
-           "effective": sum(union.get(id(p), p.numel()) for p in trainable),
-           "peft": sum(union.get(key, p.numel()) for key, p in _peft_parameters(model).items()),
-           "total": sum(p.numel() for p in model.parameters())}
+    kept = {key: int(union.sum()) for key, union in mask_unions(model).items()}
+    out = tally(model.parameters(), _peft_parameters(model).values(), kept)
     inference = prefix_inference_size(model)
     if inference is not None:
         out["prefix_inference"] = inference
     return out
+
+
+def tally(parameters: Iterable[nn.Parameter], peft: Iterable[nn.Parameter],
+          kept: dict[int, int] | None = None) -> dict[str, int]:
+    """The counts every table quotes, for any PEFT model (the PEFT-library baselines use it too): from
+    the model's parameters (each once), its PEFT weights and ``kept`` (id -> entries some mask keeps;
+    unmasked tensors count fully). trainable: numel with requires_grad; effective: trainable entries
+    some mask keeps (the head counts fully); peft: the PEFT weights' kept entries, heads excluded (what
+    PEFT papers quote); total: all."""
+    kept, parameters = kept or {}, list(parameters)
+    trainable = [p for p in parameters if p.requires_grad]
+    return {"trainable": sum(p.numel() for p in trainable),
+            "effective": sum(kept.get(id(p), p.numel()) for p in trainable),
+            "peft": sum(kept.get(id(p), p.numel()) for p in peft),
+            "total": sum(p.numel() for p in parameters)}

@@ -20,7 +20,7 @@ from torch import nn
 
 from .adapter import MaskedBottleneck
 from .config import CapaBoostConfig
-from .masks import make_masks, mask_seed
+from .masks import site_masks
 
 _TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForQuestionAnswering": "QUESTION_ANS",
                "ForTokenClassification": "TOKEN_CLS"}
@@ -32,9 +32,8 @@ def apply_prefix(model: nn.Module, cfg: CapaBoostConfig, heads: tuple[str, ...])
     from peft import PrefixTuningConfig, get_peft_model
 
     hidden, layers = model.config.hidden_size, model.config.num_hidden_layers
-    masks = [make_masks(shape, cfg.d, cfg.density, cfg.mask, mask_seed(cfg.mask_seed, SITE, part),
-                        cfg.nm_group) for shape, part in [((cfg.prefix_hidden, hidden), "down"),
-                                 ((2 * layers * hidden, cfg.prefix_hidden), "up")]]
+    masks = (site_masks(cfg, (cfg.prefix_hidden, hidden), SITE, "down"),
+             site_masks(cfg, (2 * layers * hidden, cfg.prefix_hidden), SITE, "up"))
     name = type(model).__name__
     peft_model = get_peft_model(model, PrefixTuningConfig(
         task_type=peft_task_type(model), num_virtual_tokens=cfg.prefix_length, prefix_projection=True,

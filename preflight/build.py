@@ -5,13 +5,13 @@ config; the PEFT method is attached by the runner's own ``attach_peft`` (CapaBoo
 baseline through ``peft.get_peft_model``), so what is counted and traced is what would train. It is
 built on the meta device (no memory, no init cost), then every parameter and buffer becomes a fake CPU
 tensor, which autocast and autograd can trace (preflight/trace.py).
-Meta tensors carry no values, so the masks are drawn for real (they are small) on the side: their
-unions give the paper's effective parameter count; meta copies go into the model.
+Meta tensors carry no values, so the masks are drawn for real (they are small) on the side, through
+capaboost's public hook ``capaboost.masks.mask_maker``: their unions give the paper's effective
+parameter count; meta copies go into the model while it is built.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import capaboost
-import capaboost.model
-import capaboost.prefix
+import capaboost.masks
 from preflight import facts
 
 
@@ -33,36 +32,27 @@ class Built:
     mode: FakeTensorMode
 
 
-@contextlib.contextmanager
-def _real_masks(drawn: dict[int, torch.Tensor]) -> Iterator[None]:
-    """Masks drawn for real (capaboost's own make_masks) while the weights stay on the meta device:
-    capaboost gets a meta twin (so it places it like any mask), ``drawn`` maps the twin to the real one."""
-    original = capaboost.masks.make_masks
+class RealMasks:
+    """A ``capaboost.masks.mask_maker`` for a model built on the meta device: each mask is drawn for real
+    on the CPU (capaboost's own ``make_masks``, they are small) and capaboost gets a meta twin, which it
+    places like any mask; ``put_back`` then swaps every twin for its real mask, so
+    ``capaboost.count_parameters`` counts the exact mask unions (the weights stay meta: no memory)."""
 
-    def draw(shape: Any, d: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __init__(self) -> None:
+        self.drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(twin) -> (twin, real)
+
+    def __call__(self, shape: Any, d: int, *args: Any) -> torch.Tensor:
         with torch.device("cpu"):
-            real = original(shape, d, *args, **kwargs)
+            real = capaboost.masks.make_masks(shape, d, *args)
         twin = real.to("meta")
-        drawn[id(twin)] = (twin, real)  # the twin kept alive: its id stays unique
+        self.drawn[id(twin)] = (twin, real)  # the twin kept alive: its id stays unique
         return twin
 
-    users = (capaboost.model, capaboost.prefix)
-    for module in users:
-        module.make_masks = draw
-    try:
-        yield
-    finally:
-        for module in users:
-            module.make_masks = original
-
-
-def _put_real_masks(model: nn.Module, drawn: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Swap each meta mask buffer for its real twin, so ``capaboost.count_parameters`` counts the exact
-    mask unions (the weights stay meta: no weight memory)."""
-    for module in model.modules():
-        for name, buf in module._buffers.items():
-            if buf is not None and id(buf) in drawn and drawn[id(buf)][0] is buf:
-                module._buffers[name] = drawn[id(buf)][1]
+    def put_back(self, model: nn.Module) -> None:
+        for module in model.modules():
+            for name, buf in module._buffers.items():
+                if buf is not None and id(buf) in self.drawn and self.drawn[id(buf)][0] is buf:
+                    module._buffers[name] = self.drawn[id(buf)][1]
 
 
 def num_outputs(spec: Any) -> int:
@@ -76,38 +66,53 @@ def num_outputs(spec: Any) -> int:
     return 2  # squad: start and end logits
 
 
-def _text_config(model_cfg: dict[str, Any], labels: int) -> Any:
+def head(spec: Any) -> str:
+    """The task head the runner's suite puts on a text backbone (tasks.training.models.HEADS)."""
+    return {"math": "causal", "squad": "qa"}.get(spec.family, "seq_cls")
+
+
+def backbone(spec: Any) -> nn.Module:
+    """The run's backbone with its task head, random-init, by the runner's own model code
+    (tasks.training.models); called under ``torch.device("meta")`` it holds shapes only. A published
+    model's sizes come from architectures.yaml (no download); ``model=tiny`` at its full vocabulary."""
+    from tasks.training import models
+
+    model_cfg, labels = spec.config["model"], num_outputs(spec)
+    if spec.modality == "image":
+        model = models.load_image(model_cfg, labels, weights=False)[0]
+        if model_cfg["kind"] != "tiny":
+            _check_vit(model.vit, model_cfg)
+        return model
+    if model_cfg["kind"] == "tiny":
+        model = models.tiny_text_model(model_cfg, head(spec), model_cfg["vocab_size"],
+                                       spec.hparams["max_seq_length"], labels)
+    else:
+        model = models.from_config(text_config(spec), head(spec))
+    # load_text's for_classification: no kv cache, pad with eos where the config has no pad token. The
+    # causal LM is traced the same way, as before (the runner's math model keeps its checkpoint's
+    # use_cache, and transformers then builds a cache in the training forward: +0.3 GiB traced on
+    # Llama-3.2-3B at 4 x 768; left as it was, so the published estimates stand)
+    return models.without_cache(model, model.config.eos_token_id)
+
+
+def text_config(spec: Any) -> Any:
+    """The transformers config of a published text model, from its architecture facts."""
     import transformers
 
-    kw = {"num_labels": labels}
-    if model_cfg["kind"] == "tiny":  # the runner's own tiny architecture, at its full vocabulary
-        from tasks.training.models import SPECIALS, tiny_text_config
-
-        ids = [SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>")]
-        return tiny_text_config(model_cfg, model_cfg["vocab_size"], 4094, *ids, **kw)
-    arch = facts.architecture(model_cfg["name"])
-    return getattr(transformers, arch["config_class"])(**arch["config"], **kw)
+    arch = facts.architecture(spec.config["model"]["name"])
+    return getattr(transformers, arch["config_class"])(**arch["config"], num_labels=num_outputs(spec))
 
 
-def _image_model(model_cfg: dict[str, Any], classes: int) -> nn.Module:
-    from tasks.training.models import TimmClassifier, load_image
-
-    if model_cfg["kind"] == "tiny":
-        return load_image(model_cfg, classes)[0]
-    import timm
-
-    arch = facts.architecture(model_cfg["name"])
-    vit = timm.create_model(arch["timm_name"], pretrained=False, num_classes=classes)
-    f = arch["facts"]
+def _check_vit(vit: nn.Module, model_cfg: dict[str, Any]) -> None:
+    f = facts.architecture(model_cfg["name"])["facts"]
     built = {"embed_dim": vit.embed_dim, "depth": len(vit.blocks), "num_heads": vit.blocks[0].attn.num_heads,
              "mlp_hidden": vit.blocks[0].mlp.fc1.out_features, "patch_size": vit.patch_embed.patch_size[0],
              "img_size": vit.patch_embed.img_size[0]}
     if built != f:
-        raise ValueError(f"timm {arch['timm_name']} built {built}, architectures.yaml says {f}")
-    return TimmClassifier(vit)
+        raise ValueError(f"timm {model_cfg['hub_id']} built {built}, architectures.yaml says {f}")
 
 
-def _batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[[int, int], dict]:
+def batch_maker(spec: Any, model_cfg: dict[str, Any], labels: int) -> Callable[[int, int], dict]:
     if spec.modality == "image":
         size = model_cfg.get("image_size") or facts.architecture(model_cfg["name"])["facts"]["img_size"]
 
@@ -140,36 +145,23 @@ def build(spec: Any, precision: str = "fp32") -> Built:
     """``spec`` (a tasks.config.runspec.RunSpec) -> its model with PEFT on fake tensors, and its parameter
     counts;
     weights in the dtypes and with the activation checkpointing the runner gives them at ``precision``."""
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-    )
-
     from tasks.facts.math import frozen_dtype
     from tasks.training.models import ready_for_training
     from tasks.training.peft import attach_peft, count_parameters
 
     model_cfg, labels = spec.config["model"], num_outputs(spec)
-    drawn: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    with torch.device("meta"), _real_masks(drawn):
-        if spec.modality == "image":
-            model = _image_model(model_cfg, labels)
-        else:
-            qa = spec.family == "squad"
-            head = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
-            head = AutoModelForCausalLM if spec.family == "math" else head  # generation tasks: the LM head
-            model = head.from_config(_text_config(model_cfg, labels))
-        model, peft_root = attach_peft(model, spec)
+    masks = RealMasks()
+    with torch.device("meta"), capaboost.masks.mask_maker(masks):
+        model, _ = attach_peft(backbone(spec), spec)
         frozen = frozen_dtype(model_cfg) if spec.family == "math" else None
         ready_for_training(model, spec.backbone, precision, spec.config["trainer"]["gradient_checkpointing"],
                            frozen=frozen)
-    _put_real_masks(model, drawn)
+    masks.put_back(model)
     _adapter_always_applied(model)
     numbers = count_parameters(model, spec)  # a PEFT-library baseline: tasks.training.baselines' count
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     to_fake(model, mode)
-    return Built(model, numbers, _batch_maker(spec, model_cfg, labels), mode)
+    return Built(model, numbers, batch_maker(spec, model_cfg, labels), mode)
 
 
 def _adapter_always_applied(model: nn.Module) -> None:

@@ -64,7 +64,8 @@ class Preflight(Callback):
 
 def _outside_running_hydra(fn: Any, *args: Any) -> Any:
     """Run ``fn`` (which composes configs with Hydra's compose API) inside a running Hydra app: the
-    compose API refuses an initialised GlobalHydra, so it is cleared for the call and restored after."""
+    compose API refuses an initialised GlobalHydra, so it is cleared for the call and the running app's
+    Hydra put back after (GlobalHydra's public clear / initialize)."""
     from hydra.core.global_hydra import GlobalHydra
 
     running = GlobalHydra.instance().hydra
@@ -73,4 +74,5 @@ def _outside_running_hydra(fn: Any, *args: Any) -> Any:
         return fn(*args)
     finally:
         GlobalHydra.instance().clear()
-        GlobalHydra.instance().hydra = running
+        if running is not None:
+            GlobalHydra.instance().initialize(running)

@@ -59,10 +59,10 @@ def memory_rows(device: str, smoke: bool) -> list[dict[str, Any]]:
     """One real step per run on ``device`` (random init, bf16 autocast, AdamW as the Trainer's),
     against the preflight's trace of the same step."""
     import torch
-    from transformers import AutoModelForSequenceClassification
 
-    from preflight.build import _batch_maker, _text_config, num_outputs
+    from preflight.build import batch_maker, num_outputs, text_config
     from preflight.plan import Planner, Target
+    from tasks.training.models import from_config
     from tasks.training.peft import attach_peft
 
     rows = []
@@ -73,13 +73,13 @@ def memory_rows(device: str, smoke: bool) -> list[dict[str, Any]]:
         built = planner._build(spec, "bf16")
         trace = planner._trace(spec, built, micro, "bf16", 1)
         cfg = spec.config["model"]
-        config = _text_config(cfg, num_outputs(spec))
+        config = text_config(spec)
         if smoke:  # one layer: the same code path, in seconds
             config.num_hidden_layers = 1
         torch.manual_seed(0)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = from_config(config, "seq_cls")
         model, _ = attach_peft(model.to(device), spec)
-        batch = {k: v.to(device) for k, v in _batch_maker(spec, cfg, num_outputs(spec))(micro, seq).items()}
+        batch = {k: v.to(device) for k, v in batch_maker(spec, cfg, num_outputs(spec))(micro, seq).items()}
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         _train_step(model, opt, batch, device)  # creates the AdamW state, as the trace's first step does
         measured = None

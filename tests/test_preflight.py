@@ -13,7 +13,7 @@ from torch import nn
 
 import capaboost
 from preflight import cli, environment
-from preflight.build import _text_config, build, num_outputs
+from preflight.build import backbone, build
 from preflight.callback import Preflight, PreflightFailed
 from preflight.plan import Planner, RunCheck, Target
 from preflight.trace import LiveBytes, trace_step
@@ -23,13 +23,10 @@ SMALL = ["trainer.batch_size=8", "trainer.max_seq_length=32"]
 
 
 def _real_counts(spec) -> tuple[dict[str, int], nn.Module]:
-    from transformers import AutoModelForSequenceClassification
-
+    """The same architecture built for real on the CPU (real weights and masks, no hook)."""
     from tasks.training.peft import attach_peft
 
-    config = _text_config(spec.config["model"], num_outputs(spec))
-    model = AutoModelForSequenceClassification.from_config(config)
-    model, _ = attach_peft(model, spec)
+    model, _ = attach_peft(backbone(spec), spec)
     return capaboost.count_parameters(model), model
 
 

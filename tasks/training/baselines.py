@@ -112,20 +112,18 @@ def kept_ranks(model: nn.Module) -> dict[str, int]:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """``capaboost.count_parameters``' keys for a PEFT-built model. peft: the PEFT weights that train,
-    task heads (PEFT's modules_to_save copies) excluded: VeRA's vectors, not its frozen projections;
-    DoRA's magnitudes with A and B. AdaLoRA: its budget after pruning, sum over layers of kept ranks x
-    (in + out + 1) (a row of A, a column of B, an entry of E), with ``peft_initial`` the budget at init_r."""
-    from capaboost.model import unwrap
+    """``capaboost.model.tally`` (the counting rule of every row) of a PEFT-built model. peft: the PEFT
+    weights that train, task heads (PEFT's modules_to_save copies) excluded: VeRA's vectors, not its frozen
+    projections; DoRA's magnitudes with A and B. AdaLoRA: its budget after pruning, sum over layers of kept
+    ranks x (in + out + 1) (a row of A, a column of B, an entry of E), with ``peft_initial`` the budget at
+    init_r."""
+    from capaboost.model import tally, unwrap
 
     model = unwrap(model)
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    peft = {n: p for n, p in trainable.items() if ".modules_to_save." not in n}
-    out = {"trainable": sum(p.numel() for p in trainable.values()),
-           "effective": sum(p.numel() for p in trainable.values()),
-           "peft": sum(p.numel() for p in peft.values()),
-           # PEFT keeps a frozen original beside each trained head copy: counted once, as our models
-           "total": sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)}
+    named = dict(model.named_parameters())
+    # PEFT keeps a frozen original beside each trained head copy: counted once, as our models
+    out = tally([p for n, p in named.items() if ".original_module." not in n],
+                [p for n, p in named.items() if p.requires_grad and ".modules_to_save." not in n])
     found = _adalora(model)
     if found is not None:
         layers = _tuner_layers(found[0].model)

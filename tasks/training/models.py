@@ -21,7 +21,7 @@ from torch import nn
 
 from tasks.config.schema import TINY_VOCAB
 
-HEADS = ("seq_cls", "qa")
+HEADS = ("seq_cls", "qa", "causal")
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # RoBERTa's ids 0..3, <mask> last as in RoBERTa
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -66,8 +66,15 @@ def _head_class(head: str):
 
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    return (transformers.AutoModelForSequenceClassification if head == "seq_cls"
-            else transformers.AutoModelForQuestionAnswering)
+    return {"seq_cls": transformers.AutoModelForSequenceClassification,
+            "qa": transformers.AutoModelForQuestionAnswering,
+            "causal": transformers.AutoModelForCausalLM}[head]
+
+
+def from_config(config: Any, head: str) -> nn.Module:
+    """The backbone with its task head, random-init from a transformers config: the tiny models, and
+    (under ``torch.device("meta")``, shapes only) the model preflight counts and traces for a run."""
+    return _head_class(head).from_config(config)
 
 
 def load_text(model_cfg: dict[str, Any], head: str, num_labels: int = 2, corpus: Iterable[str] = (),
@@ -100,15 +107,21 @@ def for_classification(model: nn.Module, tokenizer: Any) -> tuple[nn.Module, Any
     """Decoders often ship without a pad token (GPT-2, Llama 3): pad with eos, as is usual for
     classification, and tell the model, whose classifier pools the last token that is not pad. No
     key/value cache: nothing is generated (and the Trainer cannot gather a cache at evaluation)."""
-    if getattr(model.config, "use_cache", None):
-        model.config.use_cache = False
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
+    return without_cache(model, tokenizer.pad_token_id), tokenizer
+
+
+def without_cache(model: nn.Module, pad_token_id: int | None) -> nn.Module:
+    """``for_classification``'s part on the model alone: no key/value cache, and ``pad_token_id`` where
+    the config has none (preflight, which has no tokenizer, passes the config's eos)."""
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
     if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+        model.config.pad_token_id = pad_token_id
+    return model
 
 
 def weights_dtype(backbone: str, precision: str) -> torch.dtype:
@@ -163,10 +176,18 @@ def _has_spm(source: str) -> bool:
 def _tiny_text(model_cfg: dict[str, Any], head: str, num_labels: int, corpus: Iterable[str],
                max_length: int) -> tuple[nn.Module, Any]:
     tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or TINY_VOCAB, max_length)
-    config = tiny_text_config(model_cfg, len(tokenizer), max_length, tokenizer.pad_token_id,
-                              tokenizer.bos_token_id, tokenizer.eos_token_id,
+    return tiny_text_model(model_cfg, head, len(tokenizer), max_length, num_labels), tokenizer
+
+
+def tiny_text_model(model_cfg: dict[str, Any], head: str, vocab_size: int, max_length: int,
+                    num_labels: int = 2) -> nn.Module:
+    """The ``kind: tiny`` text model with its task head, random-init: the runner builds it at its word
+    tokenizer's size (special tokens first, in ``SPECIALS`` order), preflight at ``model.vocab_size``."""
+    pad, bos, eos = (SPECIALS.index(t) for t in ("<pad>", "<s>", "</s>"))
+    positions = max(max_length, 1024) if head == "causal" else max_length  # + generated tokens (math: 800)
+    config = tiny_text_config(model_cfg, vocab_size, positions, pad, bos, eos,
                               **({"num_labels": num_labels} if head == "seq_cls" else {}))
-    return _head_class(head).from_config(config), tokenizer
+    return from_config(config, head)
 
 
 TINY_TEXT = ("roberta", "llama", "qwen2", "mistral", "gpt2")  # model.backbones.text of a kind=tiny model
@@ -221,10 +242,12 @@ class TimmClassifier(nn.Module):
         return out
 
 
-def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassifier, dict[str, Any]]:
+def load_image(model_cfg: dict[str, Any], num_classes: int,
+               weights: bool = True) -> tuple[TimmClassifier, dict[str, Any]]:
     """(classifier, preprocessing: image_size, mean, std); a local ``model.path`` is a timm checkpoint, or
     an ``.npz`` in the original JAX layout. Mean and std are the checkpoint's own (timm's pretrained_cfg:
-    0.5, 0.5 for the ImageNet-21k ViT-B/16 checkpoints, i.e. pixels scaled to [-1, 1])."""
+    0.5, 0.5 for the ImageNet-21k ViT-B/16 checkpoints, i.e. pixels scaled to [-1, 1]).
+    ``weights=False``: the architecture only, random-init (preflight builds it on the meta device)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -239,8 +262,8 @@ def load_image(model_cfg: dict[str, Any], num_classes: int) -> tuple[TimmClassif
         return TimmClassifier(vit), prep
     if kind != "timm":
         raise ValueError(f"model.kind={kind!r} is not an image model")
-    path = model_cfg.get("path")
-    vit = timm.create_model(model_cfg["hub_id"], pretrained=path is None, num_classes=num_classes)
+    path = model_cfg.get("path") if weights else None
+    vit = timm.create_model(model_cfg["hub_id"], pretrained=weights and path is None, num_classes=num_classes)
     if path and str(path).endswith(".npz"):  # the original JAX release (ViT-B_16.npz): timm's own reader
         _load_npz(vit, str(path), model_cfg["hub_id"])
     elif path:  # a checkpoint file: backbone weights only, the head is new (its class count differs)
@@ -292,13 +315,8 @@ def _tiny_causal(model_cfg: dict[str, Any], corpus: Iterable[str], max_length: i
     """The tiny decoder (``tiny_text_config``) with its causal-LM head; the word tokenizer prepends
     <s> only, as Llama's does (no EOS: PEFT's benchmark pads with EOS and learns the first one)."""
     from tokenizers import processors
-    from transformers import AutoModelForCausalLM
 
     tokenizer = build_word_tokenizer(corpus, model_cfg.get("vocab_size") or TINY_VOCAB, max_length)
-    bos = tokenizer.bos_token_id
     tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
-    positions = max(max_length, 1024)  # prompt + generated tokens (up to 800 in the math task)
-    config = tiny_text_config(model_cfg, len(tokenizer), positions, tokenizer.pad_token_id, bos,
-                              tokenizer.eos_token_id)
-    return AutoModelForCausalLM.from_config(config), tokenizer
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tokenizer.bos_token_id)])
+    return tiny_text_model(model_cfg, "causal", len(tokenizer), max_length), tokenizer

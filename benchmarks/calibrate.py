@@ -1,4 +1,7 @@
-"""Check the memory estimator against reality on CPU: ``python -m preflight.calibrate [batch ...]``.
+"""Check preflight's memory estimate against reality on CPU: ``python -m benchmarks.calibrate [batch ...]``.
+
+It lives with the benchmarks because it is one: it runs the bench's own measurement (preflight never
+imports benchmarks; this module imports both).
 
 A RoBERTa-shaped model (4 layers, width 512) with CapaBoost-LoRA (d=2, density 0.5) is measured the way
 ``make bench`` measures peak memory (benchmarks/measure.py: a forked worker's resident-set rise over
@@ -21,9 +24,10 @@ import sys
 import torch
 
 import capaboost
+import capaboost.masks
 from benchmarks import measure
 from benchmarks import rows as R
-from preflight.build import _real_masks, to_fake
+from preflight.build import RealMasks, to_fake
 from preflight.trace import trace_step
 
 ROW = R.RowSpec("capaboost-lora r=8 d=2 p=0.5", "lora", "capaboost", d=2, density=0.5)
@@ -39,7 +43,7 @@ def estimate(shp: R.Shape) -> int:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import RobertaForSequenceClassification
 
-    with torch.device("meta"), _real_masks({}):
+    with torch.device("meta"), capaboost.masks.mask_maker(RealMasks()):
         model = capaboost.apply(RobertaForSequenceClassification(shp.config()), capaboost.CapaBoostConfig(
             method=ROW.method, d=ROW.d, density=ROW.density, r=ROW.r, alpha=16))
     mode = FakeTensorMode(allow_non_fake_inputs=True)
