@@ -1,6 +1,6 @@
 """One table and one figure for PEFT's decoder benchmark: PEFT's published rows beside ours.
 
-Both kinds of rows come from PEFT-format files (reporting/peft_format.py): PEFT's own (``PEFT_RESULTS``,
+Both kinds of rows come from PEFT-format files (tasks/peft_result.py): PEFT's own (``PEFT_RESULTS``,
 e.g. results/peft_bench/) and the ``peft_result.json`` every task=math/gsm8k run writes beside its
 result.json (found under the run roots). The figure plots GSM8K test accuracy against trainable
 parameters (log scale), marks the two origins apart and draws the Pareto front over all points (the
@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.peft_result import RUN_FILE, Row, read
+
 from .output import write_bytes, write_text
-from .peft_format import RUN_FILE, Row, read
 
 STEM = "peft_bench"
 COLUMNS = ("origin", "method", "key config", "trainable params", "GSM8K test acc (%)", "train time (s)",

@@ -66,7 +66,7 @@ def _create(path: Path, content: dict[str, Any]) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[dict[str, Any], float] | None:
+def read(path: Path) -> tuple[dict[str, Any], float] | None:
     """(holder, age of its heartbeat in s); None if the lock is gone. An unreadable lock (being written
     by the exclusive-create fallback, or left empty by a kill) reads as an empty holder."""
     try:
@@ -141,7 +141,7 @@ class RunLock:
         self._thread.start()
 
     def owned(self) -> bool:
-        found = _read(self.path)
+        found = read(self.path)
         return found is not None and found[0].get("token") == self.content["token"]
 
     def _beat(self, every: float) -> None:
@@ -175,14 +175,14 @@ def _break(path: Path, holder: dict[str, Any]) -> bool:
     """Remove the stale lock ``holder`` if it is still the one there; True if this process did."""
     breaker = path.with_name(path.name + ".break")
     if not _create(breaker, {**this_process(), "token": uuid.uuid4().hex}):
-        found = _read(breaker)
+        found = read(breaker)
         if found is not None and (found[1] > BREAK_STALE_S or (found[0] and stale(found[0], 0.0))):
             breaker.unlink(missing_ok=True)  # left by a process killed while breaking: retry at once
         else:
             time.sleep(0.05)  # another process is breaking it right now (milliseconds)
         return False
     try:
-        found = _read(path)
+        found = read(path)
         if found is None or found[0] != holder:
             return False  # someone else already replaced it
         aside = path.with_name(f".{path.name}.stale.{os.getpid()}")
@@ -203,7 +203,7 @@ def acquire(run_dir: Path, wait: bool = False, stale_after_s: float = STALE_AFTE
     while True:
         if _create(path, content):
             return RunLock(path, content, heartbeat_s)
-        found = _read(path)
+        found = read(path)
         if found is None:
             continue
         holder, age = found

@@ -64,7 +64,7 @@ def state_of(run_dir: Path, sweep: str | None = None, stale_after_s: float = run
         return "done", "", note
     status = _status(run_dir)
     step = f", last checkpoint at step {status['step']}" if status.get("step") else ""
-    lock = runlock._read(run_dir / runlock.LOCK)
+    lock = runlock.read(run_dir / runlock.LOCK)
     if lock is not None:
         holder, age = lock
         why = runlock.stale(holder, age, stale_after_s)

@@ -6,7 +6,7 @@ sequentially, and a collator pads right with EOS and masks the labels after each
 Evaluation is a callback (``GenerationEvaluation``): every ``task.eval_every_steps`` steps it generates
 on the 50 validation questions, after the last step on the validation and the test split, and logs
 ``eval_<split>_accuracy`` as the epoch evaluation does, so history and result.json are built as for
-every task. The run also writes its result in PEFT's own format (reporting/peft_format.py).
+every task. The run also writes its result in PEFT's own format (tasks/peft_result.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, TrainerCallback
 
-from reporting import peft_format
+from tasks import peft_result as peft_format
 from tasks.config.runspec import RunSpec
 from tasks.facts import math as mp
 from tasks.suites.metrics import math_accuracy

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reporting import peft_format
+from tasks import peft_result as peft_format
 from tasks.facts import math as mp
 from tasks.suites.metrics import math_accuracy, math_answer
 
