@@ -8,3 +8,4 @@ import: heavy libraries load inside the modules that need them.
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: run.py, conf/, sweeps/, results/
+CONF = ROOT / "conf"  # Hydra's config folder

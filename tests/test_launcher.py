@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from submitit.slurm.slurm import SlurmExecutor
 
+from tasks import CONF
 from tasks.config.runspec import register, resolve
-from tasks.config.sweeps import CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("capaboost", "tasks", "preflight", "reporting", "benchmarks", "demo", "scripts", "hydra_plugins")
-TASKS_RANK = {"tasks.files": 0, "tasks.facts": 0, "tasks.config": 1, "tasks.data": 2, "tasks.training": 3,
-              "tasks.cluster": 3, "tasks.suites": 4, "tasks.runner": 5}
+TASKS_RANK = {"tasks.files": 0, "tasks.facts": 0, "tasks.result": 1, "tasks.peft_result": 1,
+              "tasks.config": 1, "tasks.data": 2, "tasks.training": 3, "tasks.cluster": 3, "tasks.suites": 4,
+              "tasks.runner": 5}
 NEVER = {"capaboost": ("tasks", "reporting", "preflight", "benchmarks", "demo", "scripts"),
          "tasks": ("reporting", "preflight", "benchmarks", "demo", "scripts"),
          "preflight": ("benchmarks", "demo", "scripts")}

@@ -201,8 +201,8 @@ def _hydra_cfg(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from tasks import CONF
     from tasks.config.runspec import register
-    from tasks.config.sweeps import CONF
 
     register()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -230,7 +230,7 @@ def test_slurm_sweep_runs_the_preflight_and_the_skip_works(monkeypatch: pytest.M
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from tasks.config.sweeps import CONF
+    from tasks import CONF
 
     with initialize_config_dir(str(CONF), version_base="1.3"):   # as during `run.py -m`
         running = GlobalHydra.instance().hydra

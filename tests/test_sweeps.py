@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from tasks import CONF
 from tasks.config.runspec import register, resolve
-from tasks.config.sweeps import CONF, available, compose_runs, distinct_runs, expand, params_of, sweep_names
+from tasks.config.sweeps import available, compose_runs, distinct_runs, expand, params_of, sweep_names
 from tasks.facts.glue import GLUE
 from tasks.facts.vtab import VTAB
 

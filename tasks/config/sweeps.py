@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from tasks import ROOT
+from tasks import CONF, ROOT
 
 SWEEPS = ROOT / "sweeps"
-CONF = ROOT / "conf"
 # Names that stand for several sweeps (make preflight / sweep-list / prefetch NAME=paper): every paper
 # table and figure. Sweeps share runs (a Fig. 1 cell is also a main-table cell): counted once.
 SWEEP_SETS = {"paper": ("glue_roberta_base", "glue_deberta_v3", "squad", "vtab", "fig1_rank_params",

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tasks import CONF
 from tasks.facts.families import FAMILIES, task_names
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def node(family: str, dataset: str) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def test_original_jax_npz_checkpoint_loads_the_backbone_and_a_new_head(tmp_path)
 def test_vit_b16_is_the_original_in21k_checkpoint_with_its_normalisation():
     import timm
 
-    from tasks.config.sweeps import CONF
+    from tasks import CONF
 
     conf = __import__("yaml").safe_load((CONF / "model" / "vit-b16.yaml").read_text())["model"]
     assert conf["hub_id"] == "vit_base_patch16_224.orig_in21k"
