@@ -178,11 +178,16 @@ def _result(root: Path, peft: str, r: int, d: int, seed: int, lr: float, report:
             effective: int) -> None:
     run = root / f"{peft}-r{r}-d{d}-lr{lr}-s{seed}"
     run.mkdir(parents=True)
+    best = {"pearson": report, "spearman": report - 0.01}
+    capa = peft.startswith("capaboost")  # a result.json with every required key (tasks.result.REQUIRED)
     (run / "result.json").write_text(json.dumps({
-        "task": "glue/stsb", "model": "minilm", "peft": peft, "d": d, "seed": seed, "status": "completed",
-        "main_metric": "pearson", "best": {"pearson": report, "spearman": report - 0.01},
+        "task": "glue/stsb", "model": "minilm", "peft": peft, "method": "lora", "capaboost": capa, "d": d,
+        "density": 0.5 if capa else 1.0, "mask": "random", "seed": seed, "status": "completed",
+        "metrics": best, "main_metric": "pearson", "best": best,
         "selection": {"metric": "mean(pearson,spearman)", "value": select, "split": "select"},
-        "hparams": {"r": r, "lr": lr}, "params": {"effective": effective}, "config": {"peft": {"r": r}}}))
+        "hparams": {"r": r, "lr": lr},
+        "params": {"trainable": effective, "effective": effective, "total": 10**6},
+        "runtime_s": 1.0, "git_sha": "x", "versions": {}, "config": {"peft": {"r": r}}}))
 
 
 def test_tune_chooses_on_the_select_split_and_writes_the_arm_file(tmp_path: Path) -> None:
