@@ -78,8 +78,8 @@ def main(cfg: DictConfig) -> dict | None:
         spec = resolve(cfg, sweep=HydraConfig.get().runtime.choices.get("sweep"))
     except ConfigError as error:
         fail(error)
-    from tasks.cluster.lifecycle import DiskFull, Unwritable
     from tasks.cluster.runlock import RunLocked, RunShared
+    from tasks.cluster.status import DiskFull, Unwritable
     from tasks.data.check import DataError
     from tasks.runner import execute  # heavy imports (torch, transformers) only for a valid config
 

@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 
 # --- the files of a run directory (runs_root/<task>/<model>/<peft>/<readable>-<hash>/) ----------------------
 RESULT = "result.json"            # a finished run: this schema
-STATUS = "status.json"            # heartbeat while it runs; why, when it failed (tasks.cluster.lifecycle)
+STATUS = "status.json"            # heartbeat while it runs; why, when it failed (tasks.cluster.status)
 WEIGHTS = "peft.safetensors"      # CapaBoost/PEFT weights and masks (capaboost.save)
 ADAPTER_DIR = "peft_adapter"      # a PEFT-library baseline's adapter (tasks.training.baselines)
 CHECKPOINTS = "checkpoints"       # Trainer checkpoints a killed run resumes from (tasks.cluster.checkpoints)

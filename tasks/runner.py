@@ -20,7 +20,8 @@ from transformers.trainer_callback import PrinterCallback
 
 import capaboost
 from tasks import result as schema
-from tasks.cluster import distributed, finished, lifecycle, runlock
+from tasks.cluster import distributed, finished, lifecycle, runlock, signals
+from tasks.cluster import status as run_status
 from tasks.cluster.checkpoints import CHECKPOINTS, CompleteCheckpoints, newest_marked, resume_point
 from tasks.config.runspec import ConfigError, RunSpec
 from tasks.data import check as datacheck
@@ -89,7 +90,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
         distributed.check_same("run directory (from the composed config)", spec.run_dir, info)  # [ddp]
     except Exception as error:
         if not isinstance(error, ConfigError):  # a config error is one line, exit 2, nothing written
-            lifecycle.record_failure(run_dir, error)
+            run_status.record_failure(run_dir, error)
         raise
     raw = datacheck.load(spec, suite(spec).load)  # DataError (one line) before the run directory exists
     try:
@@ -110,7 +111,7 @@ def execute(spec: RunSpec, callbacks: Sequence[TrainerCallback] = ()) -> dict[st
 
 
 def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distributed.DistInfo,
-           preemption: lifecycle.Preemption, status: lifecycle.Status, start: float,
+           preemption: signals.Preemption, status: run_status.Status, start: float,
            placement: device.Placement, force: bool, raw: Any = None) -> dict[str, Any]:
     run_dir = Path(spec.run_dir)
     result_path = run_dir / RESULT
@@ -210,7 +211,7 @@ def _train(spec: RunSpec, callbacks: Sequence[TrainerCallback], info: distribute
     return result
 
 
-def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: lifecycle.Status,
+def _diverged(result: dict[str, Any], stop: divergence.Diverged, run_dir: Path, status: run_status.Status,
               wandb_run: Any, info: distributed.DistInfo) -> dict[str, Any]:
     """result.json with status ``diverged`` and where; no weights file, no rank
     (tasks.training.divergence)."""

@@ -69,7 +69,7 @@ class FailNextSafetensors(TrainerCallback):
 
 
 def check_failed_then_resume(runs: Path, plant: TrainerCallback, undo, reference: dict, mount: str) -> None:
-    from tasks.cluster.lifecycle import DiskFull
+    from tasks.cluster.status import DiskFull
 
     with pytest.raises(DiskFull) as error:
         run(OVER, runs, callbacks=(plant,))
@@ -106,14 +106,14 @@ def test_status_json_written_in_place_when_no_room_for_a_copy(tmp_path, monkeypa
     """The atomic write needs a second file; on a full disk status.json is overwritten in place, and
     when even that fails the status goes to stderr."""
     import tasks.files
-    from tasks.cluster import lifecycle
+    from tasks.cluster import status as run_status
 
-    status = lifecycle.Status(tmp_path)
+    status = run_status.Status(tmp_path)
     status.write("running")
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(lifecycle, "write_text", lambda path, text: full(path, text))
+    monkeypatch.setattr(run_status, "write_text", lambda path, text: full(path, text))
     status.write("failed", error="DiskFull: no space left")
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
     (tmp_path / "status.json").unlink()

@@ -193,7 +193,7 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
     """submitit's USR2 handler (requeue, then exit) must run only once the checkpoint is complete."""
     from types import SimpleNamespace
 
-    from tasks.cluster.lifecycle import Preempted, Preemption
+    from tasks.cluster.signals import Preempted, Preemption
 
     calls = []
     old = signal.signal(signal.SIGUSR2, lambda s, f: calls.append(("submitit", s)))
@@ -218,7 +218,7 @@ def test_signal_is_handed_to_the_previous_handler_after_the_checkpoint():
 
 
 def test_signal_before_training_or_a_second_one_stops_at_once():
-    from tasks.cluster.lifecycle import Preempted, Preemption
+    from tasks.cluster.signals import Preempted, Preemption
 
     p = Preemption()
     p.install()
@@ -270,7 +270,7 @@ def test_status_json_and_stale_tmp_files(tmp_path, capsys):
 def test_full_disk_during_a_checkpoint_names_the_disk(tmp_path, monkeypatch):
     import torch
 
-    from tasks.cluster.lifecycle import DiskFull
+    from tasks.cluster.status import DiskFull
 
     def full(*args, **kwargs):  # what torch.save raises when the disk fills mid-write
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
@@ -289,7 +289,7 @@ def test_full_disk_during_a_checkpoint_names_the_disk(tmp_path, monkeypatch):
 def test_enospc_names_the_path():
     import errno
 
-    from tasks.cluster.lifecycle import disk_full
+    from tasks.cluster.status import disk_full
 
     error = disk_full(OSError(errno.ENOSPC, "No space left on device", "/tmp/x/result.json"), Path("/tmp"))
     assert "/tmp/x/result.json" in str(error) and "mounted at /" in str(error)

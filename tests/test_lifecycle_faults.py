@@ -92,7 +92,7 @@ def test_group_sigterm_with_workers_saves_requeues_and_resumes(reference, tmp_pa
 def test_which_signals_requeue_under_slurm(tmp_path, monkeypatch, capsys):
     """TERM, USR1, USR2 requeue (USR2 by submitit's own handler where it is installed); INT never does;
     outside SLURM nothing is called; a refusal is one line."""
-    from tasks.cluster.lifecycle import Preempted, Preemption
+    from tasks.cluster.signals import Preempted, Preemption
 
     path, calls = stand_in_scontrol(tmp_path)
     monkeypatch.setenv("PATH", path["PATH"])
@@ -242,7 +242,7 @@ import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from pathlib import Path
 from runs import run
-from tasks.cluster.lifecycle import Unwritable
+from tasks.cluster.status import Unwritable
 print("finished:", run({over!r}, Path({root_ro!r}))["status"], flush=True)
 try:
     run([*{over!r}, "seed=5"], Path({root_ro!r}))
