@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tasks.config.runspec import ConfigError, register, resolve
-from tasks.config.tasks import options
+from tasks.config.task_options import options
 
 CONF = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "peft", "task", "trainer", "logger", "data", "sweep")
@@ -28,7 +28,7 @@ def check_group_choices(argv: list[str]) -> None:
         key = key.lstrip("+~")
         if not sep or key not in GROUPS or any(ch in value for ch in "*?$(){}[]"):
             continue
-        found = options(key, CONF)  # files and the task options made from the facts (tasks.config.tasks)
+        found = options(key, CONF)  # files, and the task options made from the facts
         for option in filter(None, value.split(",")):
             if option != "null" and option not in found:
                 raise ConfigError(f"{key}={option!r} is not an option of '{key}'; choose one of "

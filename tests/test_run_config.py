@@ -13,7 +13,7 @@ from tasks.config.runspec import ConfigError, resolve
 def options(group: str) -> list[str]:
     """What Hydra offers for ``group``: its files and the task options made from the facts."""
     from tasks.config.runspec import register
-    from tasks.config.tasks import options as group_options
+    from tasks.config.task_options import options as group_options
 
     register()
     return group_options(group, CONF)

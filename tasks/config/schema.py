@@ -194,18 +194,18 @@ def register_resolvers() -> None:
     included) can resolve it."""
     from omegaconf import OmegaConf
 
-    from tasks.config.tasks import tasks_resolver
+    from tasks.config.task_options import tasks_resolver
 
     OmegaConf.register_new_resolver("job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("tasks", tasks_resolver, replace=True)
 
 
 def register() -> None:
-    """Make the schema available to Hydra as ``base_config``, the task options (tasks.config.tasks), and
-    the resolvers."""
+    """Make the schema available to Hydra as ``base_config``, the task options
+    (tasks.config.task_options), and the resolvers."""
     from hydra.core.config_store import ConfigStore
 
-    from tasks.config.tasks import register_tasks
+    from tasks.config.task_options import register_tasks
 
     ConfigStore.instance().store(name="base_config", node=Config)
     register_tasks()

@@ -76,7 +76,7 @@ def params_of(name: str, sweeps_dir: Path = SWEEPS) -> dict[str, str]:
 
 def _resolved(value: str) -> str:
     """A value as Hydra's sweeper gets it: interpolations resolved (``${tasks:vtab}`` -> every VTAB task,
-    tasks.config.tasks)."""
+    tasks.config.task_options)."""
     if "${" not in value:
         return value
     from omegaconf import OmegaConf
@@ -123,7 +123,7 @@ def varying(batch: Sequence[Sequence[str]]) -> list[str]:
 
 def is_group(key: str, conf: Path = CONF) -> bool:
     """A config-group override (model=..., hydra/launcher=...) picks files; others set values."""
-    from tasks.config.tasks import stored_group
+    from tasks.config.task_options import stored_group
 
     key = key.lstrip("+~")
     return (conf / key).is_dir() or key.startswith("hydra/") or stored_group(key)
