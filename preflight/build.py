@@ -67,8 +67,10 @@ def num_outputs(spec: Any) -> int:
 
 
 def head(spec: Any) -> str:
-    """The task head the runner's suite puts on a text backbone (tasks.training.models.HEADS)."""
-    return {"math": "causal", "squad": "qa"}.get(spec.family, "seq_cls")
+    """The task head the runner's suite puts on a text backbone (its facts' ``head``)."""
+    from tasks.facts.families import FAMILIES
+
+    return FAMILIES[spec.family].head
 
 
 def backbone(spec: Any) -> nn.Module:

@@ -37,3 +37,4 @@ class Suite:
     protocols: tuple[str, ...]          # task.protocol's choices
     protocol: str                       # ... and the default
     report_rules: tuple[str, ...]       # task.report's choices (tasks.training.evaluation)
+    head: str | None = None             # a text backbone's task head (tasks.training.models.HEADS)

@@ -62,4 +62,5 @@ PROTOCOLS = ("split", "dev")
 SUITE = Suite(family="glue", modality="text", tasks=tuple(GLUE),
               main_metric={task: s.metrics[0] for task, s in GLUE.items()},
               selection={task: s.selection for task, s in GLUE.items()},
-              protocols=PROTOCOLS, protocol="split", report_rules=("best_select_epoch", "final_epoch"))
+              protocols=PROTOCOLS, protocol="split", report_rules=("best_select_epoch", "final_epoch"),
+              head="seq_cls")

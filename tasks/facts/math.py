@@ -60,7 +60,7 @@ PROTOCOL = Protocol()
 TRAIN_ROWS, TEST_ROWS = 370_510, 1_319
 SUITE = Suite(family="math", modality="text", tasks=("gsm8k",), main_metric={"gsm8k": "accuracy"},
               selection={"gsm8k": Selection(("accuracy",))}, protocols=("peft_metamathqa",),
-              protocol="peft_metamathqa", report_rules=("final_epoch",))
+              protocol="peft_metamathqa", report_rules=("final_epoch",), head="causal")
 # Named departures from PEFT's protocol (task.switches.<name>=true); off: PEFT's behaviour.
 SWITCHES = {
     "loss_on_response_only": "labels -100 over the prompt too (PEFT: loss on prompt and response)",

@@ -28,4 +28,4 @@ SIZES = {"v1": Sizes(87599, 10570), "v2": Sizes(130319, 11873)}
 
 SUITE = Suite(family="squad", modality="text", tasks=VERSIONS, main_metric=dict.fromkeys(VERSIONS, "f1"),
               selection=dict.fromkeys(VERSIONS, Selection(("f1",))), protocols=("dev",), protocol="dev",
-              report_rules=("best_select_epoch", "final_epoch"))
+              report_rules=("best_select_epoch", "final_epoch"), head="qa")

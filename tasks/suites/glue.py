@@ -7,6 +7,7 @@ from typing import Any
 from transformers import DataCollatorWithPadding
 
 from tasks.config.runspec import RunSpec
+from tasks.facts.glue import SUITE
 from tasks.training import models
 from tasks.training.evaluation import EvalSplit, eval_splits
 from tasks.training.job import Job, data_source
@@ -36,7 +37,7 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
     raw = load(spec) if raw is None else raw
     keys = [k for k in schema.keys if k is not None]
     corpus = (text for k in keys for text in raw["train"][k])
-    model, tokenizer = models.load_text(spec.config["model"], "seq_cls", schema.num_labels, corpus,
+    model, tokenizer = models.load_text(spec.config["model"], SUITE.head, schema.num_labels, corpus,
                                         max_length)
     encode = partial(_encode, tokenizer=tokenizer, keys=keys, max_length=max_length)
 

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import default_data_collator
 
 from tasks.config.runspec import RunSpec
+from tasks.facts.squad import SUITE
 from tasks.training import models
 from tasks.training.evaluation import EvalSplit, eval_splits
 from tasks.training.job import Job, data_source
@@ -43,7 +44,7 @@ def prepare(spec: RunSpec, raw: Any = None) -> Job:
     version_2 = spec.dataset == "v2"
     raw = load(spec) if raw is None else raw
     corpus = (text for column in ("question", "context") for text in raw["train"][column])
-    model, tokenizer = models.load_text(spec.config["model"], "qa", corpus=corpus,
+    model, tokenizer = models.load_text(spec.config["model"], SUITE.head, corpus=corpus,
                                         max_length=hp["max_seq_length"])
     window = {"tokenizer": tokenizer, "max_length": hp["max_seq_length"], "stride": hp["doc_stride"]}
     train_fn = partial(prepare_train_features, **window)
